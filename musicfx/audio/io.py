@@ -1,0 +1,282 @@
+"""Reading and writing audio files.
+
+Everything here returns and takes ``float32`` tensors shaped ``(channels, time)`` (one file) or
+``(stems, channels, time)`` (a multitrack ``.stem.mp4``). Errors the user can fix raise
+:class:`~musicfx.errors.AudioError` or :class:`~musicfx.errors.MissingDependencyError` with a message
+that names the file.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from musicfx.errors import AudioError, MissingDependencyError
+
+PathLike = Union[str, os.PathLike]
+
+#: Extensions we look for when scanning folders (anything libsndfile reads, plus stems).
+AUDIO_EXTENSIONS: Tuple[str, ...] = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3", ".opus", ".w64", ".caf")
+STEM_EXTENSIONS: Tuple[str, ...] = (".stem.mp4", ".mp4", ".m4a")
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file holds, read from its header without decoding the samples."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def is_stem_file(path: PathLike) -> bool:
+    name = str(path).lower()
+    return name.endswith(STEM_EXTENSIONS)
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a folder, expected an audio file")
+
+
+def audio_info(path: PathLike) -> AudioInfo:
+    """Sample rate, channels and length of ``path`` without decoding it."""
+    path = Path(path)
+    _check_exists(path)
+    if is_stem_file(path):
+        info = _stem_info(path)
+        return AudioInfo(info[0], info[1], info[2])
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception as error:  # soundfile raises RuntimeError/LibsndfileError with a terse text
+        raise AudioError(f"{path}: cannot read audio ({_short(error)})") from None
+    if info.frames <= 0:
+        raise AudioError(f"{path}: file holds no audio")
+    return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames))
+
+
+def read_audio(
+    path: PathLike,
+    sample_rate: Optional[int] = None,
+    channels: Optional[int] = None,
+    start: int = 0,
+    frames: int = -1,
+    check_finite: bool = True,
+) -> Tuple[torch.Tensor, int]:
+    """Decode an audio file.
+
+    Args:
+        path: any file libsndfile reads (wav, flac, ogg, aiff, mp3, ...).
+        sample_rate: resample to this rate (soxr) when given and different from the file's.
+        channels: convert to this many channels when given (see :func:`convert_channels`).
+        start: first frame to read, in the file's own sample rate.
+        frames: number of frames to read (``-1``: to the end), in the file's own sample rate.
+        check_finite: raise :class:`AudioError` if the file holds NaN or infinite samples.
+
+    Returns:
+        ``(audio, sample_rate)`` with ``audio`` float32 shaped ``(channels, time)``.
+    """
+    path = Path(path)
+    _check_exists(path)
+    if is_stem_file(path):
+        stems, rate, _ = read_stems(path)
+        audio = stems[0]  # stream 0 of a stem file is the mixture
+        end = None if frames < 0 else start + frames
+        audio = audio[:, start:end]
+    else:
+        import soundfile as sf
+
+        try:
+            data, rate = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
+        except Exception as error:
+            raise AudioError(f"{path}: cannot read audio ({_short(error)})") from None
+        audio = torch.from_numpy(np.ascontiguousarray(data.T))
+    if audio.shape[-1] == 0:
+        raise AudioError(f"{path}: file holds no audio")
+    if check_finite:
+        ensure_finite(audio, str(path))
+    if channels is not None:
+        audio = convert_channels(audio, channels)
+    if sample_rate is not None and sample_rate != rate:
+        audio = resample(audio, rate, sample_rate)
+        rate = sample_rate
+    return audio, int(rate)
+
+
+def write_audio(
+    path: PathLike,
+    audio: torch.Tensor,
+    sample_rate: int,
+    subtype: Optional[str] = None,
+    overwrite: bool = True,
+) -> Path:
+    """Write ``audio`` ``(channels, time)`` atomically: to a temporary file beside ``path``, then renamed.
+
+    A crash mid-write never leaves a half-written file under ``path``. ``subtype`` is a soundfile
+    subtype (``"PCM_16"``, ``"PCM_24"``, ``"FLOAT"``); default: ``FLOAT`` for wav, the format's default
+    otherwise.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise AudioError(f"{path}: exists; refusing to overwrite it")
+    if audio.dim() == 1:
+        audio = audio.unsqueeze(0)
+    if audio.dim() != 2:
+        raise ValueError(f"expected audio shaped (channels, time), got {tuple(audio.shape)}")
+    ensure_finite(audio, f"audio for {path}")
+    data = audio.detach().to("cpu", torch.float32).numpy().T
+    format_ = _format_for(path)
+    if subtype is None and format_ == "WAV":
+        subtype = "FLOAT"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=str(path.parent))
+    os.close(handle)
+    try:
+        sf.write(tmp, data, int(sample_rate), subtype=subtype, format=format_)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _format_for(path: Path) -> str:
+    import soundfile as sf
+
+    ext = path.suffix.lower().lstrip(".")
+    formats = {"aif": "AIFF", "oga": "OGG", "opus": "OGG"}
+    name = formats.get(ext, ext.upper())
+    if name not in sf.available_formats():
+        raise AudioError(f"{path}: cannot write '.{ext}' files; use .wav or .flac")
+    return name
+
+
+def ensure_finite(audio: torch.Tensor, what: str) -> None:
+    """Raise :class:`AudioError` if ``audio`` holds NaN or infinite samples."""
+    if not bool(torch.isfinite(audio).all()):
+        bad = int((~torch.isfinite(audio)).sum())
+        raise AudioError(f"{what}: holds {bad} NaN or infinite samples")
+
+
+def convert_channels(audio: torch.Tensor, channels: int) -> torch.Tensor:
+    """Map ``(..., in_channels, time)`` to ``channels``.
+
+    Mono to many repeats the channel; many to mono averages; otherwise the first ``channels`` are kept
+    when there are more, and it is an error to ask for more channels than a multichannel signal has.
+    """
+    have = audio.shape[-2]
+    if have == channels:
+        return audio
+    if channels == 1:
+        return audio.mean(dim=-2, keepdim=True)
+    if have == 1:
+        return audio.expand(*audio.shape[:-2], channels, audio.shape[-1]).contiguous()
+    if have > channels:
+        return audio[..., :channels, :]
+    raise AudioError(f"cannot make {channels} channels from {have}")
+
+
+def resample(audio: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
+    """Resample ``(..., time)`` from ``orig_sr`` to ``new_sr``.
+
+    CPU tensors go through soxr (very high quality, fast); tensors on an accelerator stay there and use
+    julius' sinc resampler so no copy to host is needed.
+    """
+    if orig_sr == new_sr:
+        return audio
+    if audio.device.type != "cpu" or audio.requires_grad:
+        import julius
+
+        return julius.resample_frac(audio, int(orig_sr), int(new_sr))
+    import soxr
+
+    shape = audio.shape
+    flat = audio.reshape(-1, shape[-1]).to(torch.float32).numpy().T  # soxr wants (time, channels)
+    out = soxr.resample(np.ascontiguousarray(flat), int(orig_sr), int(new_sr), quality="VHQ")
+    return torch.from_numpy(np.ascontiguousarray(out.T)).reshape(*shape[:-1], -1)
+
+
+def ffmpeg_available() -> bool:
+    return shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
+
+
+def _require_ffmpeg(path: Path) -> None:
+    if not ffmpeg_available():
+        raise MissingDependencyError(
+            f"{path}: decoding .stem.mp4 needs ffmpeg and ffprobe on PATH "
+            "(Debian/Ubuntu: apt-get install ffmpeg; macOS: brew install ffmpeg; conda: conda install ffmpeg)"
+        )
+
+
+def _require_stempeg():
+    try:
+        import stempeg  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError("reading .stem.mp4 needs stempeg: pip install 'musicfx[musdb]'") from None
+    return stempeg
+
+
+def _stem_info(path: Path) -> Tuple[int, int, int, int]:
+    """(sample_rate, channels, frames, streams) of a stem file."""
+    _require_ffmpeg(path)
+    stempeg = _require_stempeg()
+    try:
+        info = stempeg.Info(str(path))
+    except Exception as error:
+        raise AudioError(f"{path}: cannot read stem file ({_short(error)})") from None
+    rate = int(info.sample_rate(0))
+    return rate, int(info.channels(0)), int(round(info.duration(0) * rate)), int(info.nb_audio_streams)
+
+
+def read_stems(
+    path: PathLike, sample_rate: Optional[int] = None, streams: Optional[Sequence[int]] = None
+) -> Tuple[torch.Tensor, int, Tuple[str, ...]]:
+    """Decode a multitrack ``.stem.mp4`` (native instruments stems, as MUSDB18 ships).
+
+    Returns:
+        ``(stems, sample_rate, names)``: ``stems`` float32 ``(streams, channels, time)``; MUSDB18's
+        order is mixture, drums, bass, other, vocals, which ``names`` gives when there are 5 streams.
+    """
+    path = Path(path)
+    _check_exists(path)
+    _require_ffmpeg(path)
+    stempeg = _require_stempeg()
+    try:
+        data, rate = stempeg.read_stems(str(path), stem_id=list(streams) if streams else None, dtype=np.float32)
+    except Exception as error:
+        raise AudioError(f"{path}: cannot decode stem file ({_short(error)})") from None
+    data = np.asarray(data, dtype=np.float32)
+    if data.ndim == 2:  # one stream: (time, channels)
+        data = data[None]
+    stems = torch.from_numpy(np.ascontiguousarray(data.transpose(0, 2, 1)))
+    ensure_finite(stems, str(path))
+    rate = int(rate)
+    if sample_rate is not None and sample_rate != rate:
+        stems = resample(stems, rate, sample_rate)
+        rate = sample_rate
+    names = ("mixture", "drums", "bass", "other", "vocals") if stems.shape[0] == 5 else tuple(
+        f"stream{i}" for i in range(stems.shape[0])
+    )
+    return stems, rate, names
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[-1] if text else type(error).__name__
