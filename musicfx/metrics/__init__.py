@@ -1,0 +1,36 @@
+"""Evaluation metrics: museval-exact framewise SDR, uSDR, SI-SDR and their aggregation.
+
+All are plain torch functions over ``(..., [sources,] channels, time)`` that run on any device;
+museval itself is never imported.
+"""
+from musicfx.metrics.aggregate import (
+    AGGREGATIONS,
+    SeparationScores,
+    aggregate_tracks,
+    aggregate_windows,
+    nanmedian,
+)
+from musicfx.metrics.sdr import (
+    REDUCTIONS,
+    museval_sdr,
+    si_sdr,
+    si_sdr_improvement,
+    snr,
+    usdr,
+    window_frames,
+)
+
+__all__ = [
+    "museval_sdr",
+    "window_frames",
+    "usdr",
+    "snr",
+    "si_sdr",
+    "si_sdr_improvement",
+    "REDUCTIONS",
+    "nanmedian",
+    "aggregate_windows",
+    "aggregate_tracks",
+    "AGGREGATIONS",
+    "SeparationScores",
+]

@@ -1,0 +1,32 @@
+# The two commands of the README: `make quickstart` (install, train, denoise the demo) and `make test`.
+PYTHON ?= python
+RUN ?= runs/quickstart
+OUT ?= outputs/quickstart
+
+.PHONY: install quickstart test test-slow test-gpu bench demo-asset
+
+install:
+	$(PYTHON) -m pip install -e ".[dev]"
+
+quickstart: install
+	$(PYTHON) -m musicfx.cli fit -c recipes/quickstart.yaml
+	$(PYTHON) -m musicfx.cli denoise musicfx/assets/demo_noisy.flac -o $(OUT)/demo_denoised.wav \
+		--ckpt $(RUN)/checkpoints/last.ckpt --spectrogram --overwrite
+	@echo "Wrote $(OUT)/demo_denoised.wav and $(OUT)/demo_denoised.png"
+
+test: install
+	$(PYTHON) -m pytest -q
+
+test-slow: install
+	$(PYTHON) -m pytest -q -m slow
+
+test-gpu: install
+	$(PYTHON) -m pytest -q -m gpu
+
+bench:
+	$(PYTHON) benchmarks/bench_museval_sdr.py
+	$(PYTHON) benchmarks/bench_noise_synth.py
+	$(PYTHON) benchmarks/bench_denoise_speed.py
+
+demo-asset:
+	$(PYTHON) benchmarks/make_demo_asset.py

@@ -1,0 +1,85 @@
+"""The Python entry points: load a trained model, run it on audio."""
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from musicfx.errors import MusicfxError
+
+PathLike = Union[str, os.PathLike]
+
+
+def _resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load(checkpoint: PathLike, device: Optional[Union[str, torch.device]] = "cpu"):
+    """Load a trained task from a Lightning checkpoint, in eval mode, ready to run.
+
+    Args:
+        checkpoint: a ``.ckpt`` written by ``musicfx fit`` (or any Trainer running a musicfx task).
+        device: ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when available) or a ``torch.device``.
+
+    Returns:
+        The task (a ``LightningModule``): call it on ``(batch, channels, time)`` audio, or use its
+        task-specific method, e.g. ``task.denoise(audio, sample_rate)``.
+
+    Checkpoints are unpickled, so load only files you trust, as with any PyTorch checkpoint.
+    """
+    from musicfx.tasks.base import Task
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise MusicfxError(f"{path}: no such checkpoint")
+    device = _resolve_device(device)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise MusicfxError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+    if not isinstance(payload, dict) or "state_dict" not in payload:
+        raise MusicfxError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    task_name = payload.get("musicfx", {}).get("task") or payload.get("hyper_parameters", {}).get("_class_path")
+    cls = Task
+    if task_name:
+        module_name, _, class_name = task_name.rpartition(".")
+        cls = getattr(importlib.import_module(module_name), class_name)
+    task = cls.load_from_checkpoint(path, map_location=device, weights_only=False)
+    return task.eval().to(device)
+
+
+def denoise(
+    audio: torch.Tensor,
+    sample_rate: int,
+    model: Optional[Union[PathLike, torch.nn.Module]] = None,
+    method: str = "model",
+    segment: float = 10.0,
+    overlap: float = 0.25,
+) -> torch.Tensor:
+    """Denoise a recording with a trained model or the classical spectral gate.
+
+    Args:
+        audio: ``(channels, time)`` or ``(time,)``.
+        sample_rate: of ``audio``.
+        model: a checkpoint path or a loaded task (``method="model"``).
+        method: ``"model"`` or ``"spectral-gate"``.
+        segment, overlap: chunking in seconds / fraction (see :func:`musicfx.inference.apply_model`).
+
+    Returns:
+        Denoised audio, same shape and rate as ``audio``.
+    """
+    if method == "spectral-gate":
+        from musicfx.baselines.spectral_gate import spectral_gate
+
+        return spectral_gate(audio, sample_rate)
+    if method != "model":
+        raise ValueError(f"method must be 'model' or 'spectral-gate', got {method!r}")
+    if model is None:
+        raise ValueError("pass model= (a checkpoint path or a loaded task), or method='spectral-gate'")
+    task = load(model) if isinstance(model, (str, os.PathLike)) else model
+    return task.denoise(audio, sample_rate, segment=segment, overlap=overlap)

@@ -1,0 +1,36 @@
+"""Logger defaults for recipes."""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
+
+
+def wandb_has_credentials() -> bool:
+    """True when an API key is set or ``wandb login`` has stored one (``~/.netrc``)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = os.path.join(os.path.expanduser("~"), ".netrc")
+    try:
+        with open(netrc) as handle:
+            return "api.wandb.ai" in handle.read()
+    except OSError:
+        return False
+
+
+class WandbLogger(_LightningWandbLogger):
+    """Lightning's W&B logger that runs offline when no API key is available instead of prompting.
+
+    Args:
+        offline: ``None`` (default): offline exactly when there are no credentials (or ``WANDB_MODE`` says
+            so); ``True``/``False`` force it. Offline runs sync later with ``wandb sync <run folder>``.
+        **kwargs: passed to :class:`lightning.pytorch.loggers.WandbLogger` (project, name, save_dir, ...).
+    """
+
+    def __init__(self, offline: Optional[bool] = None, log_model: bool = False, **kwargs: Any) -> None:
+        if offline is None:
+            offline = os.environ.get("WANDB_MODE") in ("offline", "dryrun") or not wandb_has_credentials()
+        if kwargs.get("save_dir"):
+            os.makedirs(kwargs["save_dir"], exist_ok=True)
+        super().__init__(offline=offline, log_model=log_model, **kwargs)

@@ -1,0 +1,145 @@
+"""Layers shared by the models: efficient channel attention, residual conv blocks, supervised attention.
+
+Every layer here is a plain ``nn.Module`` that works on feature maps shaped ``(batch, channels, *spatial)``
+(``ECA``) or ``(batch, channels, height, width)`` (the 2-D blocks), so a waveform model can use the
+attention on ``(batch, channels, time)`` and a spectrogram model on ``(batch, channels, freq, frames)``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["eca_kernel_size", "ECA", "ResidualECABlock2d", "SupervisedAttention2d"]
+
+
+def eca_kernel_size(channels: int, gamma: float = 2.0, b: float = 1.0) -> int:
+    """Adaptive kernel size of ECA: ``k = |log2(C) / gamma + b / gamma|`` made odd.
+
+    Follows Wang et al. (CVPR 2020): truncate to an integer, then step up to the next odd number when even,
+    so the 1-D convolution across channels stays centred. ``C = 32 -> 3``, ``128 -> 5``, ``2048 -> 7``.
+
+    Args:
+        channels: number of feature channels ``C`` (>= 1).
+        gamma: slope of the channel-to-kernel mapping.
+        b: offset of the mapping.
+
+    Returns:
+        The odd kernel size (>= 1).
+    """
+    if channels < 1:
+        raise ValueError(f"ECA needs at least one channel, got {channels}")
+    t = int(abs((math.log2(channels) + b) / gamma))
+    return t if t % 2 == 1 else t + 1
+
+
+class ECA(nn.Module):
+    """Efficient Channel Attention: global average pooling, a 1-D conv across channels, a sigmoid gate.
+
+    Unlike squeeze-excitation there is no bottleneck MLP: each channel's weight depends only on its ``k``
+    neighbours, which costs ``k`` parameters and avoids the dimensionality reduction that ECA's authors
+    found harmful.
+
+    Args:
+        channels: number of feature channels ``C``.
+        gamma: ``gamma`` of :func:`eca_kernel_size`.
+        b: ``b`` of :func:`eca_kernel_size`.
+    """
+
+    def __init__(self, channels: int, gamma: float = 2.0, b: float = 1.0) -> None:
+        super().__init__()
+        self.channels = channels
+        self.kernel_size = eca_kernel_size(channels, gamma, b)
+        self.conv = nn.Conv1d(1, 1, self.kernel_size, padding=self.kernel_size // 2, bias=False)
+
+    def attention(self, x: Tensor) -> Tensor:
+        """The per-channel gate.
+
+        Args:
+            x: features ``(batch, channels, *spatial)``.
+
+        Returns:
+            Gate in ``(0, 1)``, shape ``(batch, channels)``.
+        """
+        pooled = x.mean(dim=tuple(range(2, x.dim()))) if x.dim() > 2 else x
+        return torch.sigmoid(self.conv(pooled.unsqueeze(1)).squeeze(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Args:
+            x: features ``(batch, channels, *spatial)``.
+
+        Returns:
+            ``x`` with each channel scaled by its gate, same shape.
+        """
+        if x.shape[1] != self.channels:
+            raise ValueError(f"ECA built for {self.channels} channels got input of shape {tuple(x.shape)}")
+        gate = self.attention(x)
+        return x * gate.view(*gate.shape, *([1] * (x.dim() - 2)))
+
+
+class ResidualECABlock2d(nn.Module):
+    """Two 3x3 convolutions with ELU, channel attention on the residual branch, identity shortcut.
+
+    ECA sits on the residual branch before the addition (as in ECA-ResNet), so the attention reweights
+    what the block adds to the features rather than the features themselves.
+
+    Args:
+        channels: feature channels (input = output).
+        eca_gamma: ``gamma`` of the attention's kernel size.
+        eca_b: ``b`` of the attention's kernel size.
+    """
+
+    def __init__(self, channels: int, eca_gamma: float = 2.0, eca_b: float = 1.0) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.eca = ECA(channels, eca_gamma, eca_b)
+        self.act = nn.ELU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Args:
+            x: ``(batch, channels, height, width)``.
+
+        Returns:
+            Same shape.
+        """
+        y = self.conv2(self.act(self.conv1(x)))
+        return self.act(x + self.eca(y))
+
+
+class SupervisedAttention2d(nn.Module):
+    """Supervised Attention Module (Zamir et al., MPRNet, CVPR 2021) on 2-D feature maps.
+
+    From the features of a first stage it makes an intermediate restored estimate (a residual on the
+    degraded input, so the loss can supervise it), derives a per-pixel, per-channel attention map from that
+    estimate and uses it to gate the features handed to the next stage: only what helped the estimate is
+    passed on.
+
+    Args:
+        features: channels of the incoming feature maps.
+        image_channels: channels of the degraded input and of the estimate.
+        kernel_size: kernel of the three convolutions.
+    """
+
+    def __init__(self, features: int, image_channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        pad = kernel_size // 2
+        self.to_features = nn.Conv2d(features, features, kernel_size, padding=pad)
+        self.to_image = nn.Conv2d(features, image_channels, kernel_size, padding=pad)
+        self.to_attention = nn.Conv2d(image_channels, features, kernel_size, padding=pad)
+
+    def forward(self, features: Tensor, degraded: Tensor) -> Tuple[Tensor, Tensor]:
+        """Args:
+            features: first-stage features ``(batch, features, height, width)``.
+            degraded: the degraded input ``(batch, image_channels, height, width)``.
+
+        Returns:
+            ``(gated_features, estimate)``: features for the next stage ``(batch, features, height, width)``
+            and the intermediate estimate ``(batch, image_channels, height, width)``, in ``degraded``'s
+            dtype or wider.
+        """
+        estimate = self.to_image(features) + degraded
+        gate = torch.sigmoid(self.to_attention(estimate.to(features.dtype)))
+        return self.to_features(features) * gate + features, estimate

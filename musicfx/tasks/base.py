@@ -1,0 +1,75 @@
+"""The small base every task shares: an injected model, loss and optimizer, and checkpoint metadata.
+
+Tasks subclass :class:`Task` once (no deeper chains). The model is a plain ``nn.Module`` and knows nothing
+of Lightning; the task owns loss, metrics, optimizer and logging.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+
+def _default_optimizer(params) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
+
+
+class Task(pl.LightningModule):
+    """Base LightningModule.
+
+    Args:
+        model: the network, ``(batch, channels, time) -> (batch, channels, time)`` for waveform tasks.
+        loss: training criterion ``(estimate, target) -> scalar``.
+        optimizer: a callable ``params -> Optimizer`` (``class_path``/``init_args`` in a recipe).
+        scheduler: optional callable ``optimizer -> LRScheduler``, stepped every optimizer step.
+        sample_rate: the rate the model works at; inference resamples inputs to it.
+        channels: channels the model takes (1 or 2); inference maps files to it.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        optimizer: OptimizerCallable = _default_optimizer,
+        scheduler: Optional[LRSchedulerCallable] = None,
+        sample_rate: int = 44100,
+        channels: int = 1,
+    ) -> None:
+        super().__init__()
+        # Under the CLI this stores the recipe's class_path/init_args, so load_from_checkpoint rebuilds the
+        # model and loss from the checkpoint alone; built from Python, the modules are pickled instead.
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.model = model
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.sample_rate = sample_rate
+        self.channels = channels
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.model(audio)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint["musicfx"] = {
+            "task": f"{type(self).__module__}.{type(self).__qualname__}",
+            "sample_rate": self.sample_rate,
+            "channels": self.channels,
+        }
+
+    @property
+    def example_logger(self) -> Optional[object]:
+        """The logger media goes to: rank zero only, and never during a sanity check or fast_dev_run."""
+        trainer = self._trainer
+        if trainer is None or trainer.sanity_checking or trainer.fast_dev_run or not trainer.is_global_zero:
+            return None
+        return trainer.logger
