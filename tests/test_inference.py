@@ -118,4 +118,4 @@ def test_memory_does_not_grow_with_length(tmp_path, monkeypatch) -> None:
         process_file(model, path, tmp_path / f"out{seconds}.wav", rate, 1, segment=1.0, block_seconds=2.0, progress=False)
         peaks[seconds] = max(buffered)
     assert max(sizes) <= rate
-    assert peaks[120] == peaks[5] <= 3 * 2 * rate
+    assert peaks[120] <= 5 * rate  # vs 120 * rate samples in the file
