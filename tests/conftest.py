@@ -28,3 +28,25 @@ def _few_threads():
 
 def requires_cuda():
     return pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory) -> Path:
+    """A quickstart checkpoint after a few CPU steps, made once per test session through the CLI."""
+    from musicfx.cli import main
+
+    folder = tmp_path_factory.mktemp("quickstart")
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        code = main([
+            "fit", "-c", str(REPO / "recipes/quickstart.yaml"), "--trainer.accelerator=cpu",
+            "--trainer.max_steps=3", "--trainer.limit_val_batches=0", "--trainer.max_time=null",
+            "--data.init_args.num_workers=0", "--data.init_args.batch_size=2", "--data.init_args.segment=0.5",
+        ])
+    finally:
+        os.chdir(cwd)
+    assert code == 0
+    path = folder / "runs/quickstart/checkpoints/last.ckpt"
+    assert path.is_file()
+    return path

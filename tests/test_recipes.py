@@ -1,0 +1,66 @@
+"""Every recipe in recipes/ runs one fast training step on the CPU, alone and with each CPU overlay."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import pytest
+import torch
+
+from musicfx.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if p.parent.name not in ("trainer", "logger"))
+FAST = [
+    "--trainer.fast_dev_run=1",
+    "--trainer.accelerator=cpu",
+    "--data.init_args.num_workers=0",
+    "--data.init_args.batch_size=2",
+    "--data.init_args.segment=0.5",
+]
+
+
+def test_there_are_recipes() -> None:
+    names = {p.relative_to(REPO / "recipes").as_posix() for p in RECIPES}
+    assert {"quickstart.yaml", "denoise/musicecan.yaml"} <= names
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.relative_to(REPO / "recipes").as_posix())
+def test_recipe_runs_one_step_on_cpu(recipe: Path, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "-c", str(recipe), "-c", str(REPO / "recipes/trainer/cpu.yaml"), *FAST]) == 0
+
+
+@pytest.mark.parametrize("overlay", ["trainer/bf16-mixed.yaml", "trainer/cpu.yaml"])
+def test_overlays_compose(overlay: str, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args: List[str] = ["fit", "-c", str(REPO / "recipes/quickstart.yaml"), "-c", str(REPO / "recipes" / overlay), *FAST]
+    assert main(args) == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+def test_gpu_mixed_precision_step(precision: str, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "-c", str(REPO / "recipes/quickstart.yaml"), "-c", str(REPO / "recipes/trainer/gpu.yaml"),
+            "-c", str(REPO / f"recipes/trainer/{precision}.yaml"), "--trainer.fast_dev_run=2"]
+    assert main(args) == 0
+
+
+def test_print_config_shows_the_composed_recipe(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", str(REPO / "recipes/quickstart.yaml"), "-c", str(REPO / "recipes/trainer/bf16-mixed.yaml"),
+              "--print_config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "musicfx.tasks.denoise.DenoiseTask" in printed and "bf16-mixed" in printed
+
+
+def test_unknown_recipe_key_is_a_clear_error(tmp_path, capsys) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((REPO / "recipes/quickstart.yaml").read_text().replace("segment: 1.0", "segmnet: 1.0"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", str(bad)])
+    assert exit_info.value.code != 0
+    assert "segmnet" in capsys.readouterr().err
