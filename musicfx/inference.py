@@ -8,15 +8,13 @@ memory does not grow with the file's length.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional
 
 import numpy as np
 import torch
 
-from musicfx.audio.io import convert_channels, ensure_finite
+from musicfx.audio.io import atomic_path, convert_channels, ensure_finite
 from musicfx.errors import AudioError
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
@@ -299,21 +297,21 @@ def process_file(
     )
     to_model = _StreamResampler(rate, model_sample_rate, channels)
     from_model = _StreamResampler(model_sample_rate, rate, channels)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{output_path.name}.", suffix=".part", dir=str(output_path.parent))
-    os.close(handle)
-    written = 0
-    peak = 0.0
     progress_bar = None
     if progress:
         from tqdm.auto import tqdm
 
         progress_bar = tqdm(total=frames, unit="frame", unit_scale=True, desc=input_path.name, leave=False)
+    format_ = _output_format(output_path)
+    if subtype is None and format_ == "WAV":
+        subtype = "FLOAT"
+    written = 0
+    peak = 0.0
     try:
-        format_ = _output_format(output_path)
-        if subtype is None and format_ == "WAV":
-            subtype = "FLOAT"
-        with sf.SoundFile(tmp, "w", samplerate=rate, channels=channels, format=format_, subtype=subtype) as out:
+        with atomic_path(output_path) as tmp, sf.SoundFile(
+            tmp, "w", samplerate=rate, channels=channels, format=format_, subtype=subtype
+        ) as out:
+
             def write(block: torch.Tensor) -> None:
                 nonlocal written
                 block = block[:, : frames - written]
@@ -331,18 +329,12 @@ def process_file(
                     progress_bar.update(block.shape[-1])
             if peak == 0.0:
                 raise AudioError(f"{input_path}: the recording is silent (all samples are zero)")
-            tail = engine.flush() if engine.frames_in else torch.zeros(channels, 0)
-            tail_in = to_model(torch.zeros(channels, 0), last=True)
-            if tail_in.shape[-1]:
-                tail = torch.cat([tail, engine.push(tail_in), engine.flush()], dim=-1)
+            # Drain the input resampler, then the overlap-add engine, then the output resampler.
+            tail = engine.push(to_model(torch.zeros(channels, 0), last=True))
+            tail = torch.cat([tail, engine.flush()], dim=-1)
             write(from_model(tail, last=True))
             if written < frames:
                 out.write(np.zeros((frames - written, channels), dtype=np.float32))
-        os.replace(tmp, output_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     finally:
         if progress_bar is not None:
             progress_bar.close()

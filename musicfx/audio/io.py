@@ -7,12 +7,13 @@ that names the file.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -106,6 +107,8 @@ def read_audio(
             raise AudioError(f"{path}: cannot read audio ({_short(error)})") from None
         audio = torch.from_numpy(np.ascontiguousarray(data.T))
     if audio.shape[-1] == 0:
+        if start > 0:
+            raise AudioError(f"{path}: start frame {start} is beyond the end of the file")
         raise AudioError(f"{path}: file holds no audio")
     if check_finite:
         ensure_finite(audio, str(path))
@@ -144,17 +147,31 @@ def write_audio(
     format_ = _format_for(path)
     if subtype is None and format_ == "WAV":
         subtype = "FLOAT"
+    with atomic_path(path) as tmp:
+        sf.write(tmp, data, int(sample_rate), subtype=subtype, format=format_)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[str]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on any error it is removed.
+
+    Readers never see a half-written ``path``, and a crash leaves the previous file (if any) intact.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=str(path.parent))
     os.close(handle)
     try:
-        sf.write(tmp, data, int(sample_rate), subtype=subtype, format=format_)
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
 
 
 def _format_for(path: Path) -> str:

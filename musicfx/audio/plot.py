@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
+
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
+from musicfx.audio.io import atomic_path
 from musicfx.audio.spectral import fft_frequencies, power_to_db, spectrogram
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -87,7 +88,14 @@ def spectrogram_figure(
         keep = freqs >= min(LOWEST_HZ, freqs[1])  # bin 0 (DC) has no place on a log axis
         times = (torch.arange(power.shape[-1] + 1) * hop - hop / 2).clamp_min(0).numpy() / sample_rate
         mesh = axis.pcolormesh(
-            times, _bin_edges(freqs[keep]), levels[keep], vmin=vmin, vmax=vmax, cmap="magma", shading="flat", rasterized=True
+            times,
+            _bin_edges(freqs[keep]),
+            levels[keep],
+            vmin=vmin,
+            vmax=vmax,
+            cmap="magma",
+            shading="flat",
+            rasterized=True,
         )
         axis.set_yscale("log")
         axis.set_ylim(max(LOWEST_HZ, float(freqs[keep][0])), sample_rate / 2.0)
@@ -129,14 +137,6 @@ def save_spectrogram_png(
     """
     path = Path(path)
     figure = spectrogram_figure(signals, sample_rate, title=title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name opened normally (not mkstemp, which creates files readable by the owner only).
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
-    try:
+    with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path

@@ -49,7 +49,9 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _resolve_window(window: Optional[torch.Tensor], n_fft: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _resolve_window(
+    window: Optional[torch.Tensor], n_fft: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
     if window is None:
         return hann_window(n_fft, device, dtype)
     if window.dim() != 1 or window.shape[0] > n_fft:

@@ -99,7 +99,8 @@ def museval_sdr(
     whose channels cancel exactly counts as silent too); it is ``+inf`` where the error is exactly
     zero. Windows follow :func:`window_frames`. Unlike museval, a source that is silent over the whole
     signal gives NaN windows rather than an exception, and estimates are not padded or cut to the
-    references' length (pass equal lengths).
+    references' length (pass equal lengths). Not differentiable (an evaluation metric; for a loss see
+    :func:`si_sdr`).
 
     Args:
         estimates: ``(..., sources, channels, time)`` estimated source images.
@@ -123,7 +124,7 @@ def museval_sdr(
     window_silent = ~(ref_active & est_active).all(dim=-2, keepdim=True)  # (..., 1, windows)
 
     references = references.to(torch.float64)
-    error = estimates.to(torch.float64) - references
+    error = torch.sub(estimates, references)  # promoted to float64 on the fly, no float64 copy of estimates
     signal_energy = _window_view(references.square().sum(dim=-2), win, step).sum(dim=-1)
     error_energy = _window_view(error.square().sum(dim=-2), win, step).sum(dim=-1)
     sdr = _ratio_db(signal_energy, error_energy)
@@ -147,7 +148,7 @@ def snr(estimate: torch.Tensor, reference: torch.Tensor, eps: float = 0.0) -> to
     _check_pair(estimate, reference, 2, "(..., channels, time)")
     device = _float64_device(estimate.device)
     reference = reference.detach().to(device, torch.float64)
-    error = estimate.detach().to(device, torch.float64) - reference
+    error = torch.sub(estimate.detach().to(device), reference)
     signal_energy = reference.square().sum(dim=(-2, -1)) + eps
     error_energy = error.square().sum(dim=(-2, -1)) + eps
     return _ratio_db(signal_energy, error_energy)
