@@ -8,18 +8,22 @@ What the paper and the authors' page fix:
     * two parts: an **ECA-U-SAM feature learning module** (a U-Net with Efficient Channel Attention whose
       output goes through a Supervised Attention Module) and a **noise filtering module** that produces the
       denoised music;
-    * the authors' training configuration (published with their demo page) builds on the two-stage
-      U-Net of Moliner & Valimaki (ICASSP 2022) for historical recordings: complex STFT (real and imaginary
-      parts as channels), window 2048, hop 512, 44.1 kHz mono, U-Net depth 6 with stride-2 down-sampling
-      along time and frequency, ELU activations, 10 cosine frequency-position channels, SAM between the two
-      stages, and an L1 loss on every stage's output.
+    * the configuration files and data loader in the authors' project-page repository
+      (github.com/slliugit/slliugit.github.io) run on the two-stage U-Net code base of Moliner & Valimaki
+      (ICASSP 2022, historical recordings): complex STFT (real and imaginary parts as channels), Hamming
+      window 2048, hop 512, 44.1 kHz mono, U-Net depth 6 with stride-2 down-sampling along time and
+      frequency, ELU activations, 10 cosine frequency-position channels, SAM between the stages, L1 ("mae")
+      loss; Adam with lr 1e-4 and betas (0.5, 0.9), 2 s training segments, SNR drawn from U(2, 20) dB and a
+      random gain from U(-6, 4) dB. The training recipe should start from those numbers.
 
 What the paper leaves open, and what is chosen here:
-    * **Widths and depth.** Moliner's widths (32 ... 512, dense blocks) give tens of millions of parameters.
-      Here each U-Net level is one residual block (two 3x3 convs + ECA) and the default widths are
-      ``(32, 48, 64, 96, 128)`` for the feature learner and ``(32, 48, 64, 96)`` for the filter: about
-      1.7 M parameters, enough context (the deepest level sees ~1.6 s and ~4 kHz) at a cost that runs
-      faster than real time on a laptop CPU.
+    * **Widths and depth.** Moliner's widths (32 ... 512, dense blocks of three convs, six
+      down-samplings) give tens of millions of parameters. Here each U-Net level is one residual block
+      (two 3x3 convs + ECA); the feature learner has widths ``(16, 32, 48, 64, 96, 128)`` (five
+      down-samplings: the bottleneck's receptive field already spans ~4 s and ~7.5 kHz at 44.1 kHz) and
+      the noise filter ``(16, 32, 48, 64)``: 2.07 M parameters. The full-resolution width is 16, not 32,
+      because the full-resolution maps (1024 bins x 86 frames per second) dominate the cost: widths
+      ``(32, 48, 64, 96, 128)`` ran 3.7x slower on the development CPU (RTF 1.02 vs 0.28 on 2 s clips).
     * **Where ECA sits.** On the residual branch of every encoder, bottleneck and decoder block, before the
       addition (as in ECA-ResNet), so attention reweights what each block adds.
     * **Noise filtering module.** A second, shallower ECA U-Net that sees fresh features of the noisy
@@ -38,8 +42,7 @@ What the paper leaves open, and what is chosen here:
     * **Precision.** STFT, iSTFT, normalisation, the residual addition and the mask are computed in float32
       with autocast disabled; only the convolutions run in bf16/fp16 under mixed precision.
 
-Measured on the development machine (2-core CPU, torch 2.13, 2 threads): default configuration, 10 s of mono
-44.1 kHz audio, :meth:`MusicECAN.forward` under ``torch.inference_mode()``: see ``MusicECAN`` docstring.
+Size and speed of the default configuration: see :class:`MusicECAN`.
 """
 from __future__ import annotations
 
@@ -82,7 +85,8 @@ class ECAUNet2d(nn.Module):
         )
         self.bottleneck = ResidualECABlock2d(self.widths[-1], eca_gamma, eca_b)
         self.ups = nn.ModuleList(
-            nn.ConvTranspose2d(self.widths[i + 1], self.widths[i], 4, stride=2, padding=1) for i in range(depth)
+            nn.ConvTranspose2d(self.widths[i + 1], self.widths[i], 4, stride=2, padding=1)
+            for i in range(depth)
         )
         self.fuses = nn.ModuleList(nn.Conv2d(2 * w, w, 1) for w in self.widths[:-1])
         self.dec_blocks = nn.ModuleList(ResidualECABlock2d(w, eca_gamma, eca_b) for w in self.widths[:-1])
@@ -126,9 +130,10 @@ def _frequency_encoding(n_bins: int, n_channels: int) -> Tensor:
 class MusicECAN(nn.Module):
     """MusicECAN denoiser on complex STFTs (see the module docstring for the design and its sources).
 
-    Default configuration: 1,735,731 parameters (mono; +~600 for stereo). Real-time factor measured on
-    the 2-core development CPU for 10 s of mono 44.1 kHz audio with 2 threads under
-    ``torch.inference_mode()``: about 0.29 (2.9 s of compute for 10 s of audio).
+    Default configuration: 2,074,668 parameters mono, 2,076,112 stereo. Real-time factor of
+    :meth:`forward` on 10 s of mono 44.1 kHz audio under ``torch.inference_mode()``, measured on the
+    2-core development CPU (torch 2.13, float32) while other jobs shared it: 0.38-0.58 with 2 threads,
+    0.56-0.74 with 1 (3.8-7.4 s of compute for 10 s of audio).
 
     Args:
         channels: audio channels (1 mono, 2 stereo); input and output have this many.
@@ -149,8 +154,8 @@ class MusicECAN(nn.Module):
         channels: int = 1,
         n_fft: int = 2048,
         hop_length: int = 512,
-        widths: Sequence[int] = (32, 48, 64, 96, 128),
-        filter_widths: Sequence[int] = (32, 48, 64, 96),
+        widths: Sequence[int] = (16, 32, 48, 64, 96, 128),
+        filter_widths: Sequence[int] = (16, 32, 48, 64),
         freq_encoding: int = 10,
         eca_gamma: float = 2.0,
         eca_b: float = 1.0,
@@ -267,17 +272,7 @@ class MusicECAN(nn.Module):
         if noisy.shape[-1] < 1:
             raise AudioError("MusicECAN got empty audio (0 samples)")
 
-    def forward_train(self, noisy: Tensor) -> Tuple[Tensor, List[Tensor]]:
-        """Denoise and also return the SAM's intermediate estimate, for deep supervision.
-
-        Args:
-            noisy: ``(batch, channels, time)``, any length.
-
-        Returns:
-            ``(estimate, [intermediate])``: the final denoised waveform ``(batch, channels, time)`` and a
-            one-element list with the SAM's intermediate waveform ``(batch, channels, time)``; both float32
-            and differentiable.
-        """
+    def _run(self, noisy: Tensor, with_intermediate: bool) -> Tuple[Tensor, List[Tensor]]:
         self._check(noisy)
         length = noisy.shape[-1]
         device_type = noisy.device.type
@@ -289,13 +284,27 @@ class MusicECAN(nn.Module):
         # The SAM adds its residual to the float32 spectrogram, so the estimate is float32 under autocast.
         gated, intermediate = self.sam(features, spec)
         fresh = self.act(self.filter_stem(inputs))
-        filtered = self.filter_unet(self.act(self.filter_fuse(torch.cat([fresh, gated.to(fresh.dtype)], dim=1))))
-        raw_mask = self.mask_head(filtered)
+        fused = self.act(self.filter_fuse(torch.cat([fresh, gated.to(fresh.dtype)], dim=1)))
+        raw_mask = self.mask_head(self.filter_unet(fused))
         with torch.autocast(device_type=device_type, enabled=False):
-            final = self._apply_mask(raw_mask, spec)
-            estimate = self._synthesise(final, scale, n_frames, length)
-            intermediate_wave = self._synthesise(intermediate.float(), scale, n_frames, length)
-        return estimate, [intermediate_wave]
+            estimate = self._synthesise(self._apply_mask(raw_mask, spec), scale, n_frames, length)
+            intermediates = (
+                [self._synthesise(intermediate.float(), scale, n_frames, length)] if with_intermediate else []
+            )
+        return estimate, intermediates
+
+    def forward_train(self, noisy: Tensor) -> Tuple[Tensor, List[Tensor]]:
+        """Denoise and also return the SAM's intermediate estimate, for deep supervision.
+
+        Args:
+            noisy: ``(batch, channels, time)``, any length.
+
+        Returns:
+            ``(estimate, [intermediate])``: the final denoised waveform ``(batch, channels, time)`` and a
+            one-element list with the SAM's intermediate waveform ``(batch, channels, time)``; both float32
+            and differentiable.
+        """
+        return self._run(noisy, with_intermediate=True)
 
     def forward(self, noisy: Tensor) -> Tensor:
         """Denoise.
@@ -306,4 +315,4 @@ class MusicECAN(nn.Module):
         Returns:
             The denoised waveform ``(batch, channels, time)``, float32.
         """
-        return self.forward_train(noisy)[0]
+        return self._run(noisy, with_intermediate=False)[0]

@@ -40,12 +40,14 @@ def _shr(x: Tensor, bits: int) -> Tensor:
 
 
 def _mix64_(x: Tensor) -> Tensor:
-    """:func:`mix64` in place: each pass over memory costs as much as the arithmetic on a CPU."""
-    x ^= _shr(x, 30)
-    x *= _MUL1
-    x ^= _shr(x, 27)
-    x *= _MUL2
-    x ^= _shr(x, 31)
+    """:func:`mix64` in place. Shifts go through one scratch tensor: on a CPU each pass over memory costs
+    about as much as the arithmetic, and new tensors for every shift double the passes."""
+    scratch = torch.empty_like(x)
+    for shift, multiplier in ((30, _MUL1), (27, _MUL2), (31, None)):
+        torch.bitwise_right_shift(x, shift, out=scratch)
+        x ^= scratch.bitwise_and_((1 << (64 - shift)) - 1)  # arithmetic shift -> logical shift
+        if multiplier is not None:
+            x *= multiplier
     return x
 
 

@@ -1,0 +1,254 @@
+"""Random chunks of sources, and the seeding that keeps examples distinct across ranks, workers and epochs.
+
+Every example has an integer id, and everything random about it comes from
+:func:`example_generator` ``(seed, id)``. Validation and test sets use ids ``0 .. n-1`` and are therefore
+fixed. For training, :class:`ExampleSampler` hands each DDP rank its own ids and moves to fresh ids every
+epoch, so no two ranks, workers or epochs draw the same example, and the number of DataLoader workers
+does not change what is drawn.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Dataset, DistributedSampler
+
+from musicfx.data.sources import Source
+
+_MASK64 = (1 << 64) - 1
+
+
+def splitmix64(value: int) -> int:
+    """The splitmix64 finaliser: a bijective 64-bit hash whose outputs for nearby inputs are unrelated."""
+    value = (value + 0x9E3779B97F4A7C15) & _MASK64
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return value ^ (value >> 31)
+
+
+def example_seed(seed: int, example_id: int) -> int:
+    """A 64-bit seed for example ``example_id`` of a run seeded with ``seed`` (any Python ints)."""
+    return splitmix64(splitmix64(seed & _MASK64) ^ (example_id & _MASK64))
+
+
+def example_generator(seed: int, example_id: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` for one example, seeded by a hash of ``(seed, example_id)``.
+
+    Seeding a generator with ``seed + example_id`` would make run 1's example 0 equal run 0's example 1;
+    hashing both makes every pair an unrelated stream.
+    """
+    return torch.Generator().manual_seed(example_seed(seed, example_id))
+
+
+def rms_db(audio: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """Root-mean-square level in dB relative to full scale (1.0), over the last two dimensions.
+
+    Args:
+        audio: ``(..., channels, time)``; a 1-D tensor is taken as one channel.
+        eps: floor on the mean square, so digital silence reads -100 dB instead of -inf.
+
+    Returns:
+        ``(...)``: a scalar for one ``(channels, time)`` chunk, ``(batch,)`` for a batch.
+    """
+    dims = (-1,) if audio.dim() == 1 else (-2, -1)
+    return 10.0 * torch.log10(audio.float().pow(2).mean(dim=dims).clamp(min=eps))
+
+
+class ExampleSampler(DistributedSampler):
+    """Yields example ids ``epoch * examples_per_epoch + i`` for this rank's share of ``i``.
+
+    Rank ``r`` of ``R`` gets ``i in range(r, examples_per_epoch, R)``, cut to the same length on every
+    rank (the remainder is dropped, as DDP needs equal batch counts). Every (epoch, rank, position) thus
+    maps to its own id.
+
+    It subclasses :class:`~torch.utils.data.DistributedSampler` only so that Lightning leaves it in place
+    under DDP (Lightning replaces samplers that are not); it does not call its ``__init__``, which needs an
+    initialised process group.
+
+    Args:
+        examples_per_epoch: ids per epoch, over all ranks.
+        num_replicas: world size; default: from ``torch.distributed`` when initialised, else 1.
+        rank: this process's global rank; default: from ``torch.distributed`` when initialised, else 0.
+    """
+
+    def __init__(self, examples_per_epoch: int, num_replicas: Optional[int] = None, rank: Optional[int] = None) -> None:
+        distributed = dist.is_available() and dist.is_initialized()
+        if num_replicas is None:
+            num_replicas = dist.get_world_size() if distributed else 1
+        if rank is None:
+            rank = dist.get_rank() if distributed else 0
+        if num_replicas < 1:
+            raise ValueError(f"num_replicas must be >= 1, got {num_replicas}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, {num_replicas - 1}], got {rank}")
+        if examples_per_epoch < num_replicas:
+            raise ValueError(
+                f"examples_per_epoch ({examples_per_epoch}) must be at least the number of ranks ({num_replicas})"
+            )
+        self.dataset = None
+        self.examples_per_epoch = int(examples_per_epoch)
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
+        self.epoch = 0
+        self.shuffle = False  # ids are fresh every epoch; the examples behind them are already random
+        self.seed = 0
+        self.drop_last = True
+        self.num_samples = self.examples_per_epoch // self.num_replicas
+        self.total_size = self.num_samples * self.num_replicas
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        first = self.epoch * self.examples_per_epoch
+        return iter(range(first + self.rank, first + self.total_size, self.num_replicas))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+Draw = Callable[[torch.Generator], Dict[str, torch.Tensor]]
+
+
+class ChunkDataset(Dataset):
+    """Independent random chunks of several sources, one set per example id.
+
+    ``dataset[example_id]`` returns, for every key of ``sources``, a chunk ``(channels, segment_frames)``
+    from an item chosen uniformly (or by ``source.item_weights()`` when the source has that method, as
+    :class:`~musicfx.data.sources.NoiseFolder` does) at a uniform offset; items shorter than the segment
+    are zero-padded at the end. The first source is the clean signal: a chunk of it quieter than
+    ``silence_threshold_db`` is redrawn, up to ``max_tries`` times (after which the loudest draw is kept).
+    Later sources (noise, say) may be quiet.
+
+    Besides the chunks, an example holds ``"seed"`` (an int64 scalar for seeding the scene synthesis on the
+    device) and the scalar tensors returned by ``draw(generator)``. The seed, the draw and each source's
+    chunk use separate streams split from :func:`example_generator` ``(seed, example_id)``, so changing
+    the silence threshold or adding a source does not change the scene parameters.
+
+    Args:
+        sources: name -> :class:`~musicfx.data.sources.Source`; all must share one sample rate.
+        segment_frames: chunk length in frames.
+        num_examples: ``len(self)``; ids beyond it are still valid (:class:`ExampleSampler` uses them).
+        seed: run seed.
+        silence_threshold_db: RMS level (dBFS) below which a chunk of the first source is redrawn;
+            ``-inf`` (or ``max_tries=1``) disables rejection.
+        max_tries: chunks drawn at most per example for the first source.
+        draw: optional per-example parameter draw, ``generator -> {name: scalar tensor}``.
+    """
+
+    def __init__(
+        self,
+        sources: Mapping[str, Source],
+        segment_frames: int,
+        num_examples: int,
+        seed: int = 0,
+        silence_threshold_db: float = -60.0,
+        max_tries: int = 20,
+        draw: Optional[Draw] = None,
+    ) -> None:
+        if not sources:
+            raise ValueError("ChunkDataset needs at least one source")
+        if segment_frames < 1:
+            raise ValueError(f"segment_frames must be >= 1, got {segment_frames}")
+        if num_examples < 0:
+            raise ValueError(f"num_examples must be >= 0, got {num_examples}")
+        if max_tries < 1:
+            raise ValueError(f"max_tries must be >= 1, got {max_tries}")
+        rates = {key: source.sample_rate for key, source in sources.items()}
+        if len(set(rates.values())) > 1:
+            raise ValueError(f"sources must share one sample rate, got {rates}")
+        for key, source in sources.items():
+            if len(source) == 0:
+                raise ValueError(f"source {key!r} holds no items")
+        reserved = {"seed"} & set(sources)
+        if reserved:
+            raise ValueError(f"source names {sorted(reserved)} are reserved")
+        self.sources = dict(sources)
+        self.segment_frames = int(segment_frames)
+        self.num_examples = int(num_examples)
+        self.seed = int(seed)
+        self.silence_threshold_db = float(silence_threshold_db)
+        self.max_tries = int(max_tries)
+        self.draw = draw
+        self._weights = {key: _item_weights(key, source) for key, source in self.sources.items()}
+        self._frames = {key: [source.num_frames(i) for i in range(len(source))] for key, source in self.sources.items()}
+
+    @property
+    def sample_rate(self) -> int:
+        return next(iter(self.sources.values())).sample_rate
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+    def __getitem__(self, example_id: Union[int, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        example_id = int(example_id)
+        generator = example_generator(self.seed, example_id)
+        # Sub-streams drawn up front, in a fixed order: the scene seed and parameters do not depend on the
+        # sources, and no source's chunk depends on how many redraws another needed.
+        scene_seed, draw_seed = torch.randint(0, 2**62, (2,), generator=generator).tolist()
+        source_seeds = torch.randint(0, 2**62, (len(self.sources),), generator=generator).tolist()
+        example: Dict[str, torch.Tensor] = {}
+        for index, key in enumerate(self.sources):
+            threshold = self.silence_threshold_db if index == 0 else -math.inf
+            example[key] = self._chunk(key, torch.Generator().manual_seed(source_seeds[index]), threshold)
+        example["seed"] = torch.tensor(scene_seed, dtype=torch.int64)
+        if self.draw is not None:
+            params = self.draw(torch.Generator().manual_seed(draw_seed))
+            clash = set(params) & set(example)
+            if clash:
+                raise ValueError(f"draw() returned names that clash with the example's: {sorted(clash)}")
+            example.update({name: torch.as_tensor(value) for name, value in params.items()})
+        return example
+
+    def _chunk(self, key: str, generator: torch.Generator, threshold_db: float) -> torch.Tensor:
+        """A chunk of source ``key`` louder than ``threshold_db``, or the loudest of ``max_tries`` draws."""
+        best: Optional[Tuple[float, torch.Tensor]] = None
+        tries = self.max_tries if threshold_db > -math.inf else 1
+        for _ in range(tries):
+            chunk = self._draw_chunk(key, generator)
+            level = float(rms_db(chunk))
+            if level >= threshold_db:
+                return chunk
+            if best is None or level > best[0]:
+                best = (level, chunk)
+        return best[1]
+
+    def _draw_chunk(self, key: str, generator: torch.Generator) -> torch.Tensor:
+        source, weights = self.sources[key], self._weights[key]
+        if weights is None:
+            item = int(torch.randint(0, len(source), (1,), generator=generator))
+        else:
+            item = int(torch.multinomial(weights, 1, generator=generator))
+        spare = self._frames[key][item] - self.segment_frames
+        offset = int(torch.randint(0, spare + 1, (1,), generator=generator)) if spare > 0 else 0
+        chunk = source.read(item, offset, self.segment_frames)
+        if chunk.shape != (source.channels, self.segment_frames):
+            raise RuntimeError(
+                f"source {key!r} returned {tuple(chunk.shape)} for item {item}, "
+                f"expected {(source.channels, self.segment_frames)}"
+            )
+        return chunk
+
+
+def _item_weights(key: str, source: Source) -> Optional[torch.Tensor]:
+    method = getattr(source, "item_weights", None)
+    if method is None:
+        return None
+    weights = torch.as_tensor(method(), dtype=torch.float64).flatten()
+    if weights.numel() != len(source):
+        raise ValueError(f"source {key!r}: item_weights() has {weights.numel()} entries for {len(source)} items")
+    if bool((weights < 0).any()) or not bool(torch.isfinite(weights).all()) or float(weights.sum()) <= 0:
+        raise ValueError(f"source {key!r}: item_weights() must be finite, non-negative and not all zero")
+    return weights
+
+
+__all__: List[str] = [
+    "ChunkDataset",
+    "ExampleSampler",
+    "example_generator",
+    "example_seed",
+    "rms_db",
+    "splitmix64",
+]
