@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from pathlib import Path
 from typing import Optional, Union
 
@@ -49,7 +50,10 @@ def load(checkpoint: PathLike, device: Optional[Union[str, torch.device]] = "cpu
     if task_name:
         module_name, _, class_name = task_name.rpartition(".")
         cls = getattr(importlib.import_module(module_name), class_name)
-    task = cls.load_from_checkpoint(path, map_location=device, weights_only=False)
+    with warnings.catch_warnings():
+        # Rebuilding from the stored recipe re-runs save_hyperparameters on module objects; harmless.
+        warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
+        task = cls.load_from_checkpoint(path, map_location=device, weights_only=False)
     return task.eval().to(device)
 
 

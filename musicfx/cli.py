@@ -94,8 +94,6 @@ def _check_inputs(inputs: List[Path]) -> None:
 
 
 def _denoise(args: argparse.Namespace) -> int:
-    import torch
-
     from musicfx.api import _resolve_device, load
     from musicfx.inference import process_file
 
@@ -115,7 +113,6 @@ def _denoise(args: argparse.Namespace) -> int:
             raise MusicfxError("pass --ckpt CHECKPOINT (or --method spectral-gate)")
         task = load(args.ckpt, device=device)
         runs = [(task.model, task.sample_rate, task.channels)] * len(inputs)
-    torch.set_grad_enabled(False)
     for path, target, (model, rate, channels) in zip(inputs, targets, runs):
         if args.method == "spectral-gate":
             model = _bind_rate(model, rate)

@@ -34,3 +34,14 @@ class WandbLogger(_LightningWandbLogger):
         if kwargs.get("save_dir"):
             os.makedirs(kwargs["save_dir"], exist_ok=True)
         super().__init__(offline=offline, log_model=log_model, **kwargs)
+
+    def finalize(self, status: str) -> None:
+        super().finalize(status)
+        # Close the run so its summary, config and media are written out now (offline runs especially):
+        # a later `wandb sync` or a test reading the run folder then sees everything.
+        if self._experiment is not None:
+            import wandb
+
+            self._experiment.finish(exit_code=0 if status == "success" else 1)
+            wandb.setup()  # leave wandb ready for another run in this process
+            self._experiment = None
