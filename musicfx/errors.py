@@ -20,3 +20,7 @@ class DataError(MusicfxError):
 
 class MissingDependencyError(MusicfxError):
     """An optional program or package (ffmpeg, musdb, wandb) needed for what was asked is absent."""
+
+
+class ConfigError(MusicfxError):
+    """A recipe whose parts disagree (e.g. the model's and the data's sample rates)."""

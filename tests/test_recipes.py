@@ -64,3 +64,11 @@ def test_unknown_recipe_key_is_a_clear_error(tmp_path, capsys) -> None:
         main(["fit", "-c", str(bad)])
     assert exit_info.value.code != 0
     assert "segmnet" in capsys.readouterr().err
+
+
+def test_sample_rate_mismatch_between_model_and_data_is_one_clear_error(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = main(["fit", "-c", str(REPO / "recipes/quickstart.yaml"), *FAST, "--data.init_args.sample_rate=16000"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "model.init_args.sample_rate is 22050 but data.init_args.sample_rate is 16000" in err

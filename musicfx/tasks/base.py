@@ -12,6 +12,8 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from musicfx.errors import ConfigError
+
 
 def _default_optimizer(params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
@@ -58,6 +60,15 @@ class Task(pl.LightningModule):
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def setup(self, stage: str) -> None:
+        data = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        for name in ("sample_rate", "channels"):
+            ours, theirs = getattr(self, name), getattr(data, name, None)
+            if theirs is not None and theirs != ours:
+                raise ConfigError(
+                    f"model.init_args.{name} is {ours} but data.init_args.{name} is {theirs}; set both to the same value"
+                )
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         checkpoint["musicfx"] = {
