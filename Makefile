@@ -29,4 +29,4 @@ bench:
 	$(PYTHON) benchmarks/bench_denoise_speed.py
 
 demo-asset:
-	$(PYTHON) benchmarks/make_demo_asset.py
+	$(PYTHON) tools/make_demo_asset.py

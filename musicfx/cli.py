@@ -17,9 +17,12 @@ from typing import List, Optional, Sequence
 from musicfx.errors import AudioError, MusicfxError
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+# Audio formats people ask for that libsndfile cannot encode: an error, not a folder named "out.mp4/".
+UNWRITABLE_AUDIO_SUFFIXES = (".mp3", ".mp4", ".m4a", ".aac", ".wma", ".webm", ".opus", ".alac")
 
 
-def _run_lightning(argv: List[str]) -> int:
+def _run_lightning(argv: Optional[List[str]]) -> int:
+    """Run LightningCLI on ``argv`` (``None``: on ``sys.argv``, which DDP launchers re-execute)."""
     import lightning.pytorch as pl
     from lightning.pytorch.cli import LightningCLI
 
@@ -38,15 +41,22 @@ def _run_lightning(argv: List[str]) -> int:
     return 0
 
 
-def _audio_files(paths: Sequence[str]) -> List[Path]:
+def _audio_files(paths: Sequence[str], exclude: Optional[Path] = None) -> List[Path]:
+    """Files named, and audio files found recursively in folders named (hidden files and anything under
+    ``exclude``, the output folder, skipped so a second run does not take earlier outputs as inputs)."""
     from musicfx.audio.io import AUDIO_EXTENSIONS, STEM_EXTENSIONS
 
+    excluded = exclude.resolve() if exclude is not None else None
     files: List[Path] = []
     for name in paths:
         path = Path(name)
         if path.is_dir():
             found = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(AUDIO_EXTENSIONS + STEM_EXTENSIONS)
+                p for p in path.rglob("*")
+                if p.is_file()
+                and p.name.lower().endswith(AUDIO_EXTENSIONS + STEM_EXTENSIONS)
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                and not (excluded is not None and excluded in p.resolve().parents)
             )
             if not found:
                 raise MusicfxError(f"{path}: folder holds no audio files")
@@ -66,6 +76,10 @@ def _output_paths(inputs: List[Path], output: str, overwrite: bool) -> List[Path
     writable = {f".{ext.lower()}" for ext in sf.available_formats()} | {".aif"}
     if len(inputs) == 1 and out.suffix.lower() in writable and not out.is_dir():
         targets = [out]
+    elif out.suffix.lower() in UNWRITABLE_AUDIO_SUFFIXES and not out.is_dir():
+        raise MusicfxError(
+            f"{out}: cannot write '{out.suffix}' files; name a .wav or .flac file, or a folder without a suffix"
+        )
     else:
         if out.exists() and not out.is_dir():
             raise MusicfxError(f"{out}: exists and is not a folder (several inputs need an output folder)")
@@ -97,7 +111,7 @@ def _denoise(args: argparse.Namespace) -> int:
     from musicfx.api import _resolve_device, load
     from musicfx.inference import process_file
 
-    inputs = _audio_files(args.inputs)
+    inputs = _audio_files(args.inputs, exclude=Path(args.output))
     targets = _output_paths(inputs, args.output, args.overwrite)
     _check_inputs(inputs)
     device = _resolve_device(args.device)
@@ -191,7 +205,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] in LIGHTNING_COMMANDS:
-            return _run_lightning(argv)
+            return _run_lightning(None if argv == sys.argv[1:] else argv)
         parser = _build_parser()
         args = parser.parse_args(argv)
         if args.command is None:

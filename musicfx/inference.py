@@ -147,23 +147,28 @@ class OverlapAdd:
 def _channel_fn(fn: ModelFn, model_channels: int, file_channels: int) -> ModelFn:
     """Wrap ``fn`` so it takes ``(n, file_channels, t)`` and returns the same shape.
 
-    A mono model runs each channel of the file as its own example; a stereo model gets mono files
-    duplicated (and its output averaged back), and the first channels of multichannel files.
+    A file with fewer channels than the model (mono into a stereo model) is duplicated up and the output
+    averaged back. A file with more channels runs in groups of ``model_channels`` as separate examples —
+    a mono model denoises each channel on its own, a stereo model takes channels (1, 2), (3, 4), ... and
+    an odd last channel is paired with itself.
     """
     if model_channels == file_channels:
         return fn
-    if model_channels == 1:
-        def per_channel(x: torch.Tensor) -> torch.Tensor:
-            n, c, t = x.shape
-            return fn(x.reshape(n * c, 1, t)).reshape(n, c, t)
+    if file_channels < model_channels:
 
-        return per_channel
+        def upmixed(x: torch.Tensor) -> torch.Tensor:
+            return convert_channels(fn(convert_channels(x, model_channels)), file_channels)
 
-    def via_model_channels(x: torch.Tensor) -> torch.Tensor:
-        out = fn(convert_channels(x, model_channels))
-        return convert_channels(out, file_channels) if file_channels == 1 else out[:, :file_channels]
+        return upmixed
+    groups = -(-file_channels // model_channels)
+    index = torch.arange(groups * model_channels).clamp(max=file_channels - 1)
 
-    return via_model_channels
+    def grouped(x: torch.Tensor) -> torch.Tensor:
+        n, _, t = x.shape
+        y = fn(x[:, index].reshape(n * groups, model_channels, t)).reshape(n, groups * model_channels, t)
+        return y[:, :file_channels]
+
+    return grouped
 
 
 def apply_model(

@@ -133,3 +133,20 @@ def test_console_script_exists() -> None:
 
     result = subprocess.run(["musicfx", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and "musicfx" in result.stdout
+
+
+def test_unwritable_output_format_is_an_error_not_a_folder(tmp_path, capsys) -> None:
+    source = tmp_path / "in.wav"
+    sf.write(source, _music(), 22050)
+    code, err = _run(capsys, "denoise", str(source), "-o", str(tmp_path / "out.m4a"), "--method", "spectral-gate", "-q")
+    _assert_one_error_line(code, err, ".m4a")
+    assert not (tmp_path / "out.m4a").exists()
+
+
+def test_folder_rerun_skips_its_own_outputs_and_hidden_files(tmp_path, capsys) -> None:
+    sf.write(tmp_path / "a.wav", _music(), 22050)
+    sf.write(tmp_path / ".hidden.wav", _music(), 22050)
+    out = tmp_path / "cleaned"
+    assert _run(capsys, "denoise", str(tmp_path), "-o", str(out), "--method", "spectral-gate", "-q")[0] == 0
+    assert _run(capsys, "denoise", str(tmp_path), "-o", str(out), "--method", "spectral-gate", "-q", "--overwrite")[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.wav"]

@@ -119,3 +119,17 @@ def test_memory_does_not_grow_with_length(tmp_path, monkeypatch) -> None:
         peaks[seconds] = max(buffered)
     assert max(sizes) <= rate
     assert peaks[120] <= 5 * rate  # vs 120 * rate samples in the file
+
+
+@pytest.mark.parametrize("model_channels,file_channels", [(1, 1), (1, 2), (1, 5), (2, 1), (2, 2), (2, 3), (2, 4)])
+def test_any_file_channels_with_any_model_channels(model_channels: int, file_channels: int) -> None:
+    seen = set()
+
+    def model(batch: torch.Tensor) -> torch.Tensor:
+        seen.add(batch.shape[1])
+        return batch * 2
+
+    x = torch.randn(file_channels, 2500)
+    y = apply_model(model, x, 1000, 1000, model_channels, segment=1.0)
+    assert seen == {model_channels}
+    torch.testing.assert_close(y, x * 2, atol=1e-5, rtol=0)

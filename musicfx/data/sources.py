@@ -350,7 +350,7 @@ class MNDataset:
         category_weights: Optional[Mapping[str, float]] = None,
         extensions: Sequence[str] = AUDIO_EXTENSIONS,
     ) -> None:
-        self.root = Path(root).expanduser()
+        self.root = Path(root).expanduser().resolve()
         self.split = normalize_split(split)
         if not self.root.is_dir():
             raise DataError(f"{self.root}: no such folder (expected the M&N dataset with music/ and noise/)")

@@ -142,6 +142,7 @@ class DenoiseData(pl.LightningDataModule):
         noise: folder of noise recordings.
         mn_root: root of an M&N-layout dataset (``music/<category>``, ``noise/<category>``).
         val_music: folder(s) for validation; default: a held-out share of ``music``.
+        test_music: folder(s) for ``musicfx test``; default: the validation music (with other scenes).
         sample_rate, channels: what examples are made at (files are resampled / channel-converted once).
         segment: example length in seconds.
         batch_size, num_workers: DataLoader settings (per device).
@@ -150,9 +151,12 @@ class DenoiseData(pl.LightningDataModule):
         snr_db: range of the SNR each example is mixed at.
         categories: weights of the procedural noise categories (default uniform).
         file_noise_prob: share of examples that use a real noise chunk when noise files are available.
+        noise_category_weights: weights of the noise folder's category sub-folders (default uniform).
+        gain_db: range of the random gain applied to each example (clean and noise alike).
+        flip_prob, swap_prob: probabilities of a polarity flip and (stereo) a channel swap.
         val_fraction: share of ``music`` files held out for validation when ``val_music`` is not given.
         seed: seeds every example; a seed reproduces the data of a run.
-        cache_dir: where decoded audio is memory-mapped (default ``$MUSICFX_CACHE`` or ``~/.cache/musicfx``).
+        cache_dir: where decoded audio is memory-mapped (default ``$MUSICFX_CACHE`` or ``~/.cache/musicfx/decoded``).
         generated_items: number of distinct built-in songs per split.
     """
 
@@ -162,6 +166,7 @@ class DenoiseData(pl.LightningDataModule):
         noise: Optional[str] = None,
         mn_root: Optional[str] = None,
         val_music: Optional[PathList] = None,
+        test_music: Optional[PathList] = None,
         sample_rate: int = 44100,
         channels: int = 1,
         segment: float = 2.0,
@@ -173,6 +178,10 @@ class DenoiseData(pl.LightningDataModule):
         snr_db: Tuple[float, float] = (-5.0, 20.0),
         categories: Optional[Dict[str, float]] = None,
         file_noise_prob: float = 0.5,
+        noise_category_weights: Optional[Dict[str, float]] = None,
+        gain_db: Tuple[float, float] = (-6.0, 3.0),
+        flip_prob: float = 0.5,
+        swap_prob: float = 0.5,
         val_fraction: float = 0.1,
         seed: int = 0,
         cache_dir: Optional[str] = None,
@@ -186,6 +195,8 @@ class DenoiseData(pl.LightningDataModule):
         self.noise = noise
         self.mn_root = mn_root
         self.val_music = val_music
+        self.test_music = test_music
+        self.noise_category_weights = noise_category_weights
         self.sample_rate = sample_rate
         self.channels = channels
         self.segment_frames = int(round(segment * sample_rate))
@@ -198,7 +209,10 @@ class DenoiseData(pl.LightningDataModule):
         self.seed = seed
         self.cache_dir = cache_dir
         self.generated_items = generated_items
-        self.synth = NoiseSynth(sample_rate, snr_db=tuple(snr_db), categories=categories, file_noise_prob=file_noise_prob)
+        self.synth = NoiseSynth(
+            sample_rate, snr_db=tuple(snr_db), categories=categories, file_noise_prob=file_noise_prob,
+            gain_db=tuple(gain_db), flip_prob=flip_prob, swap_prob=swap_prob,
+        )
         self._sources: Dict[str, Dict[str, Any]] = {}
 
     # ----------------------------------------------------------------------------------------- sources
@@ -244,7 +258,9 @@ class DenoiseData(pl.LightningDataModule):
             sources["clean"] = dataset.music
             noise = dataset.noise
         elif self.music is not None:
-            if self.val_music is not None:
+            if split == "test" and self.test_music is not None:
+                sources["clean"] = self._folder(self.test_music)
+            elif self.val_music is not None:
                 sources["clean"] = self._folder(self.music if split == "train" else self.val_music)
             else:
                 train, val = self._split_files(self.music)
@@ -256,7 +272,10 @@ class DenoiseData(pl.LightningDataModule):
                 sample_rate=self.sample_rate, channels=self.channels, seed=self.seed * 3 + offset,
             )
         if self.noise is not None:
-            noise = NoiseFolder(self.noise, sample_rate=self.sample_rate, channels=self.channels, cache_dir=self.cache_dir)
+            noise = NoiseFolder(
+                self.noise, sample_rate=self.sample_rate, channels=self.channels, cache_dir=self.cache_dir,
+                category_weights=self.noise_category_weights,
+            )
         if noise is not None and len(noise) > 0:
             sources["noise"] = noise
         self._sources[split] = sources
@@ -298,6 +317,10 @@ class DenoiseData(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self._dataset("test", self.test_examples))
+
+    def predict_dataloader(self) -> DataLoader:
+        """The fixed test scenes, so ``musicfx predict`` returns the model's estimates for them."""
+        return self.test_dataloader()
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if not (isinstance(batch, dict) and "clean" in batch and "noisy" not in batch):
