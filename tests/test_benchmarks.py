@@ -41,10 +41,12 @@ def test_markdown_table_aligns_columns():
 
 
 def test_recipe_models_are_the_recipes():
-    quick = common.recipe_model(common.load_recipe(common.QUICKSTART_RECIPE))
+    recipe = common.load_recipe(common.QUICKSTART_RECIPE)
+    quick = common.recipe_model(recipe)
     default = common.recipe_model(common.load_recipe(common.DEFAULT_RECIPE))
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert (quick.n_fft, quick.hop_length) == (1024, 256)
+    settings = recipe["model"]["init_args"]["model"]["init_args"]
+    assert (quick.n_fft, quick.hop_length) == (settings["n_fft"], settings["hop_length"])
     assert count(default) == 2_074_668  # the documented default MusicECAN, mono
     assert count(quick) < count(default) / 5
 
@@ -58,7 +60,8 @@ def test_test_set_is_fixed_and_not_silent(shared_data):
     summed = sum(cache(f"{quality.SISEC}/{name}.wav")[:, 4 * 22050 : 8 * 22050] for name in quality.SISEC_STEMS)
     assert torch.allclose(mix, summed)
     drums = next(x for x in excerpts if x.name.startswith("nz-tour drums"))
-    assert torch.equal(quality.load_excerpt(drums, cache), cache(f"{quality.SISEC}/drums.wav")[:, 6 * 22050 : 10 * 22050])
+    drums_file = cache(f"{quality.SISEC}/drums.wav")
+    assert torch.equal(quality.load_excerpt(drums, cache), drums_file[:, 6 * 22050 : 10 * 22050])
     orchestra = quality.load_excerpt(excerpts[9], cache)
     assert orchestra.shape[-1] == 22050  # PHENICX recordings are 1 s long
     for noise in quality.noise_names():
