@@ -1,0 +1,40 @@
+"""Callbacks recipes use."""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Keep ``last.ckpt`` current: every ``every_n_train_steps`` steps and when training stops for any
+    reason (``max_steps``, ``max_time``, early stopping, Ctrl-C), so ``--ckpt_path last`` resumes from where
+    the run really ended.
+
+    Lightning's own ``save_last`` skips the save at the end of training once any last checkpoint was
+    written, so a run stopped by ``max_time`` between two saves would lose those steps.
+
+    Args:
+        dirpath: folder of ``last.ckpt``.
+        every_n_train_steps: how often to rewrite it during training.
+        **kwargs: other :class:`~lightning.pytorch.callbacks.ModelCheckpoint` arguments.
+    """
+
+    def __init__(self, dirpath: str, every_n_train_steps: int = 500, **kwargs: Any) -> None:
+        kwargs.setdefault("save_last", True)
+        kwargs.setdefault("save_top_k", 0)
+        kwargs.setdefault("enable_version_counter", False)
+        super().__init__(dirpath=dirpath, every_n_train_steps=every_n_train_steps, **kwargs)
+
+    def _save_final(self, trainer: "pl.Trainer") -> None:
+        if trainer.global_step > 0 and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            self._last_global_step_saved = trainer.global_step
+
+    def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._save_final(trainer)
+
+    def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self._save_final(trainer)
