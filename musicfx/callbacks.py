@@ -18,14 +18,26 @@ class LastCheckpoint(ModelCheckpoint):
     Args:
         dirpath: folder of ``last.ckpt``.
         every_n_train_steps: how often to rewrite it during training.
+        save_top_k: ranked checkpoints to keep besides ``last.ckpt`` (none by default).
+        enable_version_counter: ``False`` keeps one ``last.ckpt`` (no ``last-v1.ckpt`` on a rerun).
         **kwargs: other :class:`~lightning.pytorch.callbacks.ModelCheckpoint` arguments.
     """
 
-    def __init__(self, dirpath: str, every_n_train_steps: int = 500, **kwargs: Any) -> None:
-        kwargs.setdefault("save_last", True)
-        kwargs.setdefault("save_top_k", 0)
-        kwargs.setdefault("enable_version_counter", False)
-        super().__init__(dirpath=dirpath, every_n_train_steps=every_n_train_steps, **kwargs)
+    def __init__(
+        self,
+        dirpath: str,
+        every_n_train_steps: int = 500,
+        save_top_k: int = 0,
+        enable_version_counter: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        # Explicit parameters, not kwargs.setdefault: the CLI fills **kwargs with ModelCheckpoint's own
+        # defaults (save_last=None), which would override ours.
+        kwargs["save_last"] = True
+        super().__init__(
+            dirpath=dirpath, every_n_train_steps=every_n_train_steps, save_top_k=save_top_k,
+            enable_version_counter=enable_version_counter, **kwargs,
+        )
 
     def _save_final(self, trainer: "pl.Trainer") -> None:
         if trainer.global_step > 0 and self._last_global_step_saved != trainer.global_step:

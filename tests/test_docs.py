@@ -219,9 +219,9 @@ def _recipe(path: str) -> dict:
 
 
 def _callback(recipe: dict, key: str) -> dict:
-    """``init_args`` of the recipe's ModelCheckpoint that has ``key``."""
+    """``init_args`` of the recipe's checkpoint callback (ModelCheckpoint or LastCheckpoint) that has ``key``."""
     return next(c["init_args"] for c in recipe["trainer"]["callbacks"]
-                if c["class_path"].endswith("ModelCheckpoint") and key in c["init_args"])
+                if c["class_path"].endswith(("ModelCheckpoint", "LastCheckpoint")) and key in c["init_args"])
 
 
 def _parameters(recipe: dict) -> int:
