@@ -99,12 +99,11 @@ def _output_paths(inputs: List[Path], output: str, overwrite: bool) -> List[Path
     return targets
 
 
-def _check_inputs(inputs: List[Path]) -> None:
-    """Fail before anything is written if any input cannot even be opened."""
+def _check_inputs(inputs: List[Path]) -> list:
+    """Fail before anything is written if any input cannot even be opened; returns their ``AudioInfo``."""
     from musicfx.audio.io import audio_info
 
-    for path in inputs:
-        audio_info(path)
+    return [audio_info(path) for path in inputs]
 
 
 def _denoise(args: argparse.Namespace) -> int:
@@ -113,23 +112,19 @@ def _denoise(args: argparse.Namespace) -> int:
 
     inputs = _audio_files(args.inputs, exclude=Path(args.output))
     targets = _output_paths(inputs, args.output, args.overwrite)
-    _check_inputs(inputs)
+    infos = _check_inputs(inputs)
     device = _resolve_device(args.device)
     if args.method == "spectral-gate":
-        from musicfx.audio.io import audio_info
         from musicfx.baselines.spectral_gate import SpectralGate
 
-        gate = SpectralGate()
-        infos = [audio_info(path) for path in inputs]
-        runs = [(gate, info.sample_rate, info.channels) for info in infos]
+        # The gate works at each file's own rate and channel count: nothing to resample or remap.
+        runs = [(SpectralGate(sample_rate=info.sample_rate), info.sample_rate, info.channels) for info in infos]
     else:
         if args.ckpt is None:
             raise MusicfxError("pass --ckpt CHECKPOINT (or --method spectral-gate)")
         task = load(args.ckpt, device=device)
         runs = [(task.model, task.sample_rate, task.channels)] * len(inputs)
     for path, target, (model, rate, channels) in zip(inputs, targets, runs):
-        if args.method == "spectral-gate":
-            model = _bind_rate(model, rate)
         process_file(
             model, path, target, rate, channels, segment=args.segment, overlap=args.overlap,
             batch_size=args.batch_size, device=device, resample_input=not args.no_resample,
@@ -142,24 +137,17 @@ def _denoise(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bind_rate(gate, sample_rate: int):
-    def run(x):
-        return gate(x, sample_rate)
-
-    return run
-
-
 def _save_before_after(before: Path, after: Path, seconds: float = 30.0) -> Path:
     """Spectrogram picture of the first ``seconds`` of input and output, saved beside the output."""
     from musicfx.audio.io import audio_info, read_audio
     from musicfx.audio.plot import save_spectrogram_png
 
-    rate = audio_info(after).sample_rate
-    frames = int(seconds * rate)
-    x, _ = read_audio(before, sample_rate=rate, frames=frames if audio_info(before).sample_rate == rate else -1)
-    y, _ = read_audio(after, frames=frames)
+    y, rate = read_audio(after, frames=int(seconds * audio_info(after).sample_rate))
+    # Only the first seconds of the input are decoded (``frames`` counts at the file's own rate).
+    x, _ = read_audio(before, sample_rate=rate, frames=int(seconds * audio_info(before).sample_rate))
+    frames = min(x.shape[-1], y.shape[-1])
     picture = after.with_suffix(".png")
-    save_spectrogram_png(picture, {"before": x[:, :frames], "after": y}, rate, title=after.name)
+    save_spectrogram_png(picture, {"before": x[:, :frames], "after": y[:, :frames]}, rate, title=after.name)
     return picture
 
 

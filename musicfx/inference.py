@@ -273,21 +273,21 @@ def process_file(
     """
     import soundfile as sf
 
-    from musicfx.audio.io import is_stem_file, read_audio
+    from musicfx.audio.io import _format_for, audio_info, is_stem_file, read_audio
 
     input_path, output_path = Path(input_path), Path(output_path)
     if output_path.resolve() == input_path.resolve():
         raise AudioError(f"{output_path}: output is the input file; refusing to overwrite it")
     device = device or _model_device(model)
     blocks: Iterator[torch.Tensor]
-    if is_stem_file(input_path) or not _soundfile_can_read(input_path):
+    if is_stem_file(input_path):
+        # Stems decode whole through ffmpeg (and the header's length is off by the AAC padding).
         audio, rate = read_audio(input_path)
-        frames = audio.shape[-1]
-        channels = audio.shape[0]
+        channels, frames = audio.shape
         blocks = iter([audio])
     else:
-        info = _sf_info(input_path)
-        rate, frames, channels = info.samplerate, info.frames, info.channels
+        info = audio_info(input_path)
+        rate, frames, channels = info.sample_rate, info.frames, info.channels
         blocks = _read_blocks(input_path, int(block_seconds * rate))
     if frames < min_seconds * rate:
         raise AudioError(f"{input_path}: {frames / rate:.3f} s is too short (at least {min_seconds} s needed)")
@@ -307,7 +307,7 @@ def process_file(
         from tqdm.auto import tqdm
 
         progress_bar = tqdm(total=frames, unit="frame", unit_scale=True, desc=input_path.name, leave=False)
-    format_ = _output_format(output_path)
+    format_ = _format_for(output_path)
     if subtype is None and format_ == "WAV":
         subtype = "FLOAT"
     written = 0
@@ -346,25 +346,6 @@ def process_file(
     return output_path
 
 
-def _soundfile_can_read(path: Path) -> bool:
-    import soundfile as sf
-
-    try:
-        sf.info(str(path))
-        return True
-    except Exception:
-        return False
-
-
-def _sf_info(path: Path):
-    import soundfile as sf
-
-    try:
-        return sf.info(str(path))
-    except Exception as error:
-        raise AudioError(f"{path}: cannot read audio ({str(error).strip().splitlines()[-1]})") from None
-
-
 def _read_blocks(path: Path, block_frames: int) -> Iterator[torch.Tensor]:
     import soundfile as sf
 
@@ -378,8 +359,3 @@ def _read_blocks(path: Path, block_frames: int) -> Iterator[torch.Tensor]:
     except sf.LibsndfileError as error:
         raise AudioError(f"{path}: cannot decode audio ({error})") from None
 
-
-def _output_format(path: Path) -> str:
-    from musicfx.audio.io import _format_for
-
-    return _format_for(path)

@@ -49,7 +49,7 @@ Size and speed of the default configuration: see :class:`MusicECAN`.
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F

@@ -7,7 +7,7 @@ chunks) plus per-example scene parameters drawn on the CPU; the batch moves to t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import lightning.pytorch as pl
 import torch
@@ -15,7 +15,6 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torch.utils.data import DataLoader
 
-from musicfx.errors import DataError
 from musicfx.tasks.base import Task, _default_optimizer
 from musicfx.tasks.media import log_examples
 
@@ -214,6 +213,7 @@ class DenoiseData(pl.LightningDataModule):
             gain_db=tuple(gain_db), flip_prob=flip_prob, swap_prob=swap_prob,
         )
         self._sources: Dict[str, Dict[str, Any]] = {}
+        self._music_split: Optional[Tuple[List[Path], List[Path]]] = None
 
     # ----------------------------------------------------------------------------------------- sources
     def _folder(self, paths: PathList, files: Optional[List[Path]] = None):
@@ -230,6 +230,12 @@ class DenoiseData(pl.LightningDataModule):
         )
 
     def _split_files(self, paths: PathList) -> Tuple[List[Path], List[Path]]:
+        """(train, valid) files of ``music``, listed once and shared by both splits."""
+        if self._music_split is None:
+            self._music_split = self._list_and_split(paths)
+        return self._music_split
+
+    def _list_and_split(self, paths: PathList) -> Tuple[List[Path], List[Path]]:
         from musicfx.data.sources import list_audio_files
 
         roots = [paths] if isinstance(paths, (str, Path)) else list(paths)
