@@ -72,3 +72,9 @@ def test_sample_rate_mismatch_between_model_and_data_is_one_clear_error(tmp_path
     assert code == 1
     err = capsys.readouterr().err
     assert "model.init_args.sample_rate is 22050 but data.init_args.sample_rate is 16000" in err
+
+
+def test_predict_runs_on_the_fixed_test_scenes(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["predict", "-c", str(REPO / "recipes/quickstart.yaml"), *FAST, "--data.init_args.test_examples=4"]
+    assert main(args) == 0
