@@ -10,13 +10,17 @@ and exit with status 1.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from musicfx.errors import AudioError, MusicfxError
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+# Task commands beyond ``denoise``: each module defines ``add_parser(commands)``, which adds its subparser
+# and sets ``func``. Imported only to build the parser, so ``musicfx --help`` stays light.
+COMMAND_MODULES: Tuple[str, ...] = ()
 # Audio formats people ask for that libsndfile cannot encode: an error, not a folder named "out.mp4/".
 UNWRITABLE_AUDIO_SUFFIXES = (".mp3", ".mp4", ".m4a", ".aac", ".wma", ".webm", ".opus", ".alac")
 
@@ -180,6 +184,8 @@ def _build_parser() -> argparse.ArgumentParser:
     denoise.add_argument("--spectrogram", action="store_true", help="also write a before/after picture (.png)")
     denoise.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     denoise.set_defaults(func=_denoise)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_parser(commands)
     return parser
 
 

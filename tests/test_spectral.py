@@ -246,3 +246,18 @@ def test_importing_the_audio_package_does_not_import_matplotlib() -> None:
     code = "import sys, musicfx.audio; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_fft_convolve_matches_numpy_full_and_same():
+    import numpy as np
+
+    from musicfx.audio.spectral import fft_convolve
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 2, 1000, generator=g, dtype=torch.float64)
+    kernel = torch.randn(2, 37, generator=g, dtype=torch.float64)
+    expected = np.stack([[np.convolve(x[b, c].numpy(), kernel[c].numpy()) for c in range(2)] for b in range(3)])
+    assert np.abs(fft_convolve(x, kernel).numpy() - expected).max() < 1e-10
+    assert np.abs(fft_convolve(x, kernel, mode="same").numpy() - expected[..., :1000]).max() < 1e-10
+    with pytest.raises(ValueError):
+        fft_convolve(x, kernel, mode="valid")

@@ -303,3 +303,29 @@ def next_fast_len(n: int) -> int:
             power35 *= 3
         power5 *= 5
     return best
+
+
+def fft_convolve(x: torch.Tensor, kernel: torch.Tensor, mode: str = "full") -> torch.Tensor:
+    """Linear convolution along the last axis by FFT, batched and differentiable in both arguments.
+
+    The one convolution everything uses: room and reverb impulse responses, FIR equalisers, bleed paths.
+
+    Args:
+        x: signal ``(..., time)``.
+        kernel: impulse response ``(..., taps)``, broadcastable against ``x`` in the leading dimensions.
+        mode: ``"full"`` (``time + taps - 1`` samples) or ``"same"`` (the first ``time`` samples, i.e. a
+            causal filter keeping the input's length).
+
+    Returns:
+        ``(..., time + taps - 1)`` or ``(..., time)``; float32 (float64 when either input is float64).
+    """
+    if mode not in ("full", "same"):
+        raise ValueError(f"mode must be 'full' or 'same', got {mode!r}")
+    time, taps = x.shape[-1], kernel.shape[-1]
+    full = time + taps - 1
+    n_fft = next_fast_len(full)
+    dtype = torch.float64 if torch.float64 in (x.dtype, kernel.dtype) else torch.float32
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        spectrum = torch.fft.rfft(x.to(dtype), n=n_fft, dim=-1) * torch.fft.rfft(kernel.to(dtype), n=n_fft, dim=-1)
+        out = torch.fft.irfft(spectrum, n=n_fft, dim=-1)
+    return out[..., : full if mode == "full" else time]
