@@ -307,11 +307,9 @@ class DenoiseData(pl.LightningDataModule):
         )
 
     def _loader(self, dataset, sampler=None) -> DataLoader:
-        return DataLoader(
-            dataset, batch_size=self.batch_size, sampler=sampler, shuffle=False,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(), drop_last=sampler is not None,
-        )
+        from musicfx.tasks.multitrack import make_loader
+
+        return make_loader(dataset, self.batch_size, self.num_workers, sampler)
 
     def train_dataloader(self) -> DataLoader:
         from musicfx.data.sampling import ExampleSampler
