@@ -1,0 +1,282 @@
+"""Removing bleed from live multitrack recordings: :class:`DebleedTask` and :class:`BleedData`.
+
+Data flow: DataLoader workers read raw stem chunks ``(tracks, channels, time)`` of songs plus each example's
+bleed parameters (a mixing matrix, delays and room responses, or a simulated room) drawn on the CPU; on the
+device :class:`~musicfx.synth.bleed.BleedSynth` renders what every microphone records (its own instrument
+plus the others' bleed) and each microphone's target (its own instrument's direct signal), batched.
+
+Models take and return mono tracks ``(B, M, T)``; stereo tracks are processed channel by channel (the
+channels are folded into the batch).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from musicfx.errors import ConfigError
+from musicfx.tasks.base import Task, _default_optimizer
+from musicfx.tasks.media import log_examples
+from musicfx.tasks.multitrack import MultitrackData, stems_from_batch
+
+MUSDB_STEMS: Tuple[str, ...] = ("vocals", "drums", "bass", "other")
+
+
+def fold_channels(tracks: torch.Tensor) -> torch.Tensor:
+    """``(B, M, C, T) -> (B * C, M, T)``: each channel becomes its own example of mono tracks."""
+    batch, tracks_, channels, time = tracks.shape
+    return tracks.transpose(1, 2).reshape(batch * channels, tracks_, time)
+
+
+def unfold_channels(tracks: torch.Tensor, channels: int) -> torch.Tensor:
+    """Inverse of :func:`fold_channels`: ``(B * C, M, T) -> (B, M, C, T)``."""
+    folded, tracks_, time = tracks.shape
+    return tracks.reshape(folded // channels, channels, tracks_, time).transpose(1, 2)
+
+
+class DebleedTask(Task):
+    """Train and run an interference (bleed) reduction model.
+
+    Args:
+        model: ``mics (B, M, T) -> clean tracks (B, M, T)``. A model with ``forward_train(mics)`` returning
+            ``{"estimate": ..., "mixing_matrix": (B, M, M)}`` (t-UNet) also gets ``matrix_weight`` times the
+            L1 error of its matrix when the scene knows the true one (linear bleed).
+        loss: criterion on ``(estimate, target)`` ``(B, M, T)``; default L1 on waveforms.
+        tracks: track (instrument) names, in order; must equal the data's stems.
+        matrix_weight: weight of the mixing-matrix term.
+        optimizer, scheduler: see :class:`~musicfx.tasks.base.Task`.
+        sample_rate: what the model works at.
+        log_examples: validation examples logged as audio + spectrograms each validation.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: Optional[nn.Module] = None,
+        tracks: Sequence[str] = MUSDB_STEMS,
+        matrix_weight: float = 1.0,
+        optimizer: OptimizerCallable = _default_optimizer,
+        scheduler: Optional[LRSchedulerCallable] = None,
+        sample_rate: int = 44100,
+        log_examples: int = 1,
+    ) -> None:
+        if loss is None:
+            from musicfx.losses import WaveformLoss
+
+            loss = WaveformLoss("l1")
+        super().__init__(model, loss, optimizer, scheduler, sample_rate, channels=1)
+        self.tracks = tuple(tracks)
+        self.matrix_weight = matrix_weight
+        self.num_logged_examples = log_examples
+
+    def setup(self, stage: str) -> None:
+        data = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        rate = getattr(data, "sample_rate", None)
+        if rate is not None and rate != self.sample_rate:
+            raise ConfigError(
+                f"model.init_args.sample_rate is {self.sample_rate} but data.init_args.sample_rate is {rate}; "
+                "set both to the same value"
+            )
+        stems = getattr(data, "stems", None)
+        if stems is not None and tuple(stems) != self.tracks:
+            raise ConfigError(
+                f"model.init_args.tracks is {list(self.tracks)} but data.init_args.stems is {list(stems)}; "
+                "set both to the same names in the same order"
+            )
+
+    def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        mics, targets = batch["mics"], batch["targets"]
+        forward_train = getattr(self.model, "forward_train", None)
+        matrix = batch.get("mixing_matrix")
+        if forward_train is not None:
+            outputs = forward_train(mics)
+            estimate = outputs["estimate"]
+        else:
+            outputs, estimate = {}, self.model(mics)
+        main = self.loss(estimate, targets)
+        loss = main
+        if matrix is not None and "mixing_matrix" in outputs and self.matrix_weight > 0:
+            matrix_error = (outputs["mixing_matrix"] - matrix).abs().mean()
+            loss = loss + self.matrix_weight * matrix_error
+            self.log("train/loss_matrix", matrix_error, batch_size=mics.shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=mics.shape[0])
+        return loss
+
+    def _evaluate(self, batch: Dict[str, torch.Tensor], batch_idx: int, stage: str) -> None:
+        from musicfx.metrics import museval_sdr, nanmedian
+
+        mics, targets = batch["mics"].float(), batch["targets"].float()
+        estimate = self.model(mics).float()
+        size = mics.shape[0]
+        self.log(f"{stage}/loss", self.loss(estimate, targets), batch_size=size, sync_dist=True)
+        # (B, M, 1, T) are M mono "sources" for museval's framing; median over 1 s windows per track.
+        sdr_out = nanmedian(museval_sdr(estimate.unsqueeze(2), targets.unsqueeze(2), self.sample_rate), dim=-1)
+        sdr_in = nanmedian(museval_sdr(mics.unsqueeze(2), targets.unsqueeze(2), self.sample_rate), dim=-1)
+        sdr_out, sdr_in = sdr_out.clamp(max=100.0), sdr_in.clamp(max=100.0)
+        for index, name in enumerate(self.tracks):
+            valid = torch.isfinite(sdr_out[:, index]) & torch.isfinite(sdr_in[:, index])
+            if bool(valid.any()):
+                count = int(valid.sum())
+                self.log(f"{stage}/sdr_{name}", sdr_out[valid, index].mean(), batch_size=count, sync_dist=True)
+                self.log(f"{stage}/sdr_{name}_unprocessed", sdr_in[valid, index].mean(), batch_size=count,
+                         sync_dist=True)
+        valid = torch.isfinite(sdr_out) & torch.isfinite(sdr_in)
+        if bool(valid.any()):
+            self.log(f"{stage}/sdr", sdr_out[valid].mean(), prog_bar=True, batch_size=size, sync_dist=True)
+            self.log(f"{stage}/sdr_unprocessed", sdr_in[valid].mean(), batch_size=size, sync_dist=True)
+            self.log(f"{stage}/sdri", (sdr_out - sdr_in)[valid].mean(), batch_size=size, sync_dist=True)
+        logger = self.example_logger
+        if batch_idx == 0 and logger is not None:
+            for i in range(min(self.num_logged_examples, size)):
+                for index, name in enumerate(self.tracks):
+                    signals = {"microphone": mics[i, index:index + 1], "estimate": estimate[i, index:index + 1],
+                               "target": targets[i, index:index + 1]}
+                    log_examples(logger, f"{stage}/example_{i}_{name}", signals, self.sample_rate, self.global_step)
+
+    def validation_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        mics = batch["mics"] if isinstance(batch, dict) else batch
+        return self.model(mics)
+
+    @torch.no_grad()
+    def debleed(
+        self,
+        tracks: torch.Tensor,
+        sample_rate: int,
+        segment: float = 10.0,
+        overlap: float = 0.25,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Remove bleed from a whole multitrack recording of any length.
+
+        Args:
+            tracks: ``(M, time)`` mono tracks or ``(M, channels, time)``, at ``sample_rate``; ``M`` must be
+                the number of tracks the model was trained on.
+            sample_rate: rate of ``tracks``; resampled to the model's and back.
+            segment, overlap: overlap-add chunking, in seconds and as a fraction of ``segment``.
+
+        Returns:
+            The cleaned tracks, same shape and rate as ``tracks``.
+        """
+        from musicfx.inference import apply_model
+
+        mono = tracks.dim() == 2
+        if mono:
+            tracks = tracks.unsqueeze(1)
+        if tracks.shape[0] != len(self.tracks):
+            raise ValueError(f"the model takes {len(self.tracks)} tracks ({', '.join(self.tracks)}), got {tracks.shape[0]}")
+        channels = tracks.shape[1]
+        # Channels of all tracks side by side as one (M * C)-channel signal: the overlap-add engine then
+        # chunks every track in lockstep; the wrapper regroups them into mono examples for the model.
+        flat = tracks.reshape(-1, tracks.shape[-1])
+
+        def model(x: torch.Tensor) -> torch.Tensor:
+            batch = x.shape[0]
+            y = self.model(fold_channels(x.reshape(batch, len(self.tracks), channels, -1)))
+            return unfold_channels(y, channels).reshape(batch, -1, x.shape[-1])
+
+        out = apply_model(model, flat, sample_rate, self.sample_rate, flat.shape[0], segment, overlap,
+                          device=self.device, progress=progress)
+        out = out.reshape(tracks.shape)
+        return out.squeeze(1) if mono else out
+
+
+class BleedData(MultitrackData):
+    """Songs' stems turned into bleeding microphone tracks on the device.
+
+    Batches reaching the task are ``{"mics": (B', M, T), "targets": (B', M, T)}`` (``B' = B * channels``)
+    and, for linear bleed, ``"mixing_matrix": (B', M, M)``. Training stems get a random gain per stem and
+    are remixed across songs (``remix``) before the bleed is applied, so a few songs give many scenes.
+
+    Args:
+        bleed: ``"linear"``, ``"convolutive"``, ``"room"``, or a list of them drawn per example.
+        diagonal, off_diagonal: ranges of the mixing matrix (own-source gain, bleed gains).
+        max_delay_ms: largest bleed delay (convolutive).
+        rt60: range of reverberation times of generated impulse responses and rooms (seconds).
+        ir_length: impulse-response length in seconds.
+        ir_folder: folder of measured impulse responses to use instead of generated ones (convolutive).
+        rooms: number of simulated rooms in the cached impulse-response bank (room bleed).
+        gain: range of the random per-stem gain applied before the bleed (training only).
+        remix, remix_group_size: shuffle stems across songs within groups (training only).
+        Other arguments: see :class:`~musicfx.tasks.multitrack.MultitrackData`.
+    """
+
+    def __init__(
+        self,
+        root: Optional[str] = None,
+        stems: Sequence[str] = MUSDB_STEMS,
+        bleed: Union[str, Sequence[str]] = "linear",
+        diagonal: Tuple[float, float] = (0.6, 1.0),
+        off_diagonal: Tuple[float, float] = (0.05, 0.31),
+        max_delay_ms: float = 20.0,
+        rt60: Tuple[float, float] = (0.2, 0.8),
+        ir_length: float = 0.5,
+        ir_folder: Optional[str] = None,
+        rooms: int = 64,
+        gain: Tuple[float, float] = (0.5, 1.25),
+        remix: bool = True,
+        remix_group_size: int = 4,
+        sample_rate: int = 44100,
+        channels: int = 1,
+        segment: float = 4.0,
+        batch_size: int = 8,
+        num_workers: int = 2,
+        train_examples: int = 4096,
+        val_examples: int = 32,
+        test_examples: int = 64,
+        random_mix: bool = False,
+        silence_threshold_db: float = -60.0,
+        seed: int = 0,
+        cache_dir: Optional[str] = None,
+        generated_items: int = 64,
+        generated_duration: float = 20.0,
+    ) -> None:
+        super().__init__(
+            root, stems, sample_rate, channels, segment, batch_size, num_workers, train_examples, val_examples,
+            test_examples, random_mix, silence_threshold_db, seed, cache_dir, generated_items, generated_duration,
+        )
+        from musicfx.synth.bleed import BleedSynth
+        from musicfx.synth.remix import RemixAugment
+
+        self.save_hyperparameters()
+        kinds = bleed if isinstance(bleed, str) else list(bleed)
+        room_bank = None
+        if "room" in ([kinds] if isinstance(kinds, str) else kinds):
+            room_bank = dict(num_rooms=rooms, seed=seed, rt60=tuple(rt60), cache_dir=cache_dir)
+        self.synth = BleedSynth(
+            kind=kinds, num_tracks=len(self.stems), sample_rate=sample_rate, diagonal=tuple(diagonal),
+            off_diagonal=tuple(off_diagonal), max_delay_ms=max_delay_ms, rt60=tuple(rt60), ir_length=ir_length,
+            ir_folder=ir_folder, room_bank=room_bank,
+        )
+        self.augment = RemixAugment(
+            shift=0, group_size=remix_group_size, remix=remix, gain=tuple(gain), channel_swap=0.0, sign_flip=0.0
+        )
+
+    @property
+    def draw(self):
+        return self.synth.draw
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        stems, seeds = stems_from_batch(batch)
+        if stems is None:
+            return batch
+        if self.training_batch:
+            stems = self.augment(stems, seeds)
+        params = {key: value for key, value in batch.items() if key not in ("stems", "seed")}
+        mics, targets = self.synth(stems, params, seeds)
+        channels = stems.shape[2]
+        out = {"mics": fold_channels(mics), "targets": fold_channels(targets)}
+        matrix = self.synth.mixing_matrix(params) if hasattr(self.synth, "mixing_matrix") else None
+        if matrix is not None:
+            out["mixing_matrix"] = matrix.repeat_interleave(channels, dim=0)
+        return out
+
+
+__all__: List[str] = ["BleedData", "DebleedTask", "fold_channels", "unfold_channels"]

@@ -1,0 +1,313 @@
+"""Separating a mix into stems: :class:`SeparationTask` (LightningModule) and :class:`SeparationData`.
+
+Data flow: DataLoader workers read raw stem chunks ``(stems, channels, time)`` of songs (MUSDB18,
+MUSDB18-HQ, stem folders or the built-in generator); on the device, training batches are augmented the
+Demucs way (random shift, sign flip, channel swap, gain, remix across songs in groups), stems are summed
+into the requested targets (``accompaniment = drums + bass + other``) and into the mix.
+
+The task trains any separator ``mix (B, C, T) -> stems (B, S, C, T)`` with an injected loss: waveform or
+magnitude L1/MSE, multi-resolution STFT, SI-SDR, or binary cross-entropy against ideal binary masks for
+masking models; with a ``discriminator`` it trains adversarially (manual optimization, both optimizers
+stepping every batch) with a mixture-consistency (cycle) term, the seed's WaveGAN mode.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from musicfx.errors import ConfigError
+from musicfx.tasks.base import Task, _default_optimizer
+from musicfx.tasks.media import log_examples
+from musicfx.tasks.multitrack import MultitrackData, stems_from_batch
+
+MUSDB_STEMS: Tuple[str, ...] = ("vocals", "drums", "bass", "other")
+
+
+def _gan_optimizer(params) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=1e-4, betas=(0.5, 0.9))
+
+
+class SeparationTask(Task):
+    """Train and run a music source separator.
+
+    Args:
+        model: ``mix (B, C, T) -> stems (B, S, C, T)``, ``S = len(sources)``.
+        loss: criterion on ``(estimates, references)`` waveforms ``(B, S, C, T)``; a loss with
+            ``domain = "mask"`` (:class:`~musicfx.losses.separation.MaskBCELoss`) is given the model's
+            ``forward_masks(mix)`` and the references' ``model.spectrogram(stems)`` instead.
+            Default: L1 on waveforms.
+        sources: target names, in the model's output order; must equal the data's targets.
+        discriminator: when given, adversarial training: ``discriminator(stems (B,S,C,T), mix (B,C,T)) ->
+            logits (B,)``; the generator loss is ``loss + adversarial_weight * adversarial +
+            consistency_weight * |sum(estimates) - mix|``.
+        adversarial: ``"lsgan"`` or ``"hinge"``.
+        adversarial_weight, consistency_weight: weights of the generator's adversarial and cycle terms.
+        discriminator_optimizer: optimizer callable for the discriminator (Adam 1e-4, betas (0.5, 0.9)).
+        gan_clip: gradient-norm clip of both networks in adversarial mode (Lightning's
+            ``gradient_clip_val`` does not apply under manual optimization); 0 disables.
+        optimizer, scheduler: the separator's (see :class:`~musicfx.tasks.base.Task`).
+        sample_rate, channels: what the model works at.
+        log_examples: validation examples logged as audio + spectrograms each validation.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: Optional[nn.Module] = None,
+        sources: Sequence[str] = MUSDB_STEMS,
+        discriminator: Optional[nn.Module] = None,
+        adversarial: str = "lsgan",
+        adversarial_weight: float = 0.01,
+        consistency_weight: float = 1.0,
+        discriminator_optimizer: OptimizerCallable = _gan_optimizer,
+        gan_clip: float = 5.0,
+        optimizer: OptimizerCallable = _default_optimizer,
+        scheduler: Optional[LRSchedulerCallable] = None,
+        sample_rate: int = 44100,
+        channels: int = 2,
+        log_examples: int = 1,
+    ) -> None:
+        if loss is None:
+            from musicfx.losses import WaveformLoss
+
+            loss = WaveformLoss("l1")
+        super().__init__(model, loss, optimizer, scheduler, sample_rate, channels)
+        self.sources = tuple(sources)
+        self.discriminator = discriminator
+        self.discriminator_optimizer_factory = discriminator_optimizer
+        self.adversarial_weight = adversarial_weight
+        self.consistency_weight = consistency_weight
+        self.gan_clip = gan_clip
+        self.num_logged_examples = log_examples
+        if discriminator is not None:
+            from musicfx.losses.separation import AdversarialLoss, MixtureConsistencyLoss
+
+            self.adversarial = AdversarialLoss(adversarial)
+            self.consistency = MixtureConsistencyLoss()
+            self.automatic_optimization = False
+
+    # ------------------------------------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        data = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        targets = getattr(data, "targets", None)
+        if targets is not None and tuple(targets) != self.sources:
+            raise ConfigError(
+                f"model.init_args.sources is {list(self.sources)} but the data's targets are {list(targets)}; "
+                "set both to the same names in the same order"
+            )
+
+    def configure_optimizers(self) -> Any:
+        if self.discriminator is None:
+            return super().configure_optimizers()
+        generator = self.optimizer_factory(self.model.parameters())
+        discriminator = self.discriminator_optimizer_factory(self.discriminator.parameters())
+        if self.scheduler_factory is None:
+            return [generator, discriminator]
+        return [generator, discriminator], [self.scheduler_factory(generator)]
+
+    # --------------------------------------------------------------------------------------- training
+    def _supervised_loss(self, mix: torch.Tensor, stems: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The injected loss, and the waveform estimates when it was computed from them."""
+        if getattr(self.loss, "domain", "waveform") == "mask":
+            masks = self.model.forward_masks(mix)
+            return self.loss(masks, self.model.spectrogram(stems)), None
+        estimates = self.model(mix)
+        return self.loss(estimates, stems), estimates
+
+    def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> Optional[torch.Tensor]:
+        mix, stems = batch["mix"], batch["stems"]
+        if self.discriminator is not None:
+            return self._adversarial_step(mix, stems)
+        loss, _ = self._supervised_loss(mix, stems)
+        self.log("train/loss", loss, prog_bar=True, batch_size=mix.shape[0])
+        return loss
+
+    def _adversarial_step(self, mix: torch.Tensor, stems: torch.Tensor) -> torch.Tensor:
+        generator_opt, discriminator_opt = self.optimizers()
+        estimates = self.model(mix)
+        size = mix.shape[0]
+
+        real, fake = self.discriminator(stems, mix), self.discriminator(estimates.detach(), mix)
+        d_loss = self.adversarial.discriminator(real, fake)
+        discriminator_opt.zero_grad()
+        self.manual_backward(d_loss)
+        if self.gan_clip > 0:
+            self.clip_gradients(discriminator_opt, gradient_clip_val=self.gan_clip, gradient_clip_algorithm="norm")
+        discriminator_opt.step()
+
+        supervised = self.loss(estimates, stems)
+        adversarial = self.adversarial.generator(self.discriminator(estimates, mix))
+        consistency = self.consistency(estimates, mix)
+        g_loss = supervised + self.adversarial_weight * adversarial + self.consistency_weight * consistency
+        generator_opt.zero_grad()
+        self.manual_backward(g_loss)
+        if self.gan_clip > 0:
+            self.clip_gradients(generator_opt, gradient_clip_val=self.gan_clip, gradient_clip_algorithm="norm")
+        generator_opt.step()
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+
+        self.log("train/loss", g_loss, prog_bar=True, batch_size=size)
+        self.log_dict(
+            {"train/loss_supervised": supervised, "train/loss_adversarial": adversarial,
+             "train/loss_consistency": consistency, "train/loss_discriminator": d_loss},
+            batch_size=size,
+        )
+        return g_loss
+
+    # ------------------------------------------------------------------------------------- evaluation
+    def _evaluate(self, batch: Dict[str, torch.Tensor], batch_idx: int, stage: str) -> None:
+        from musicfx.metrics import museval_sdr, nanmedian, usdr
+
+        mix, stems = batch["mix"], batch["stems"].float()
+        estimates = self.model(mix).float()
+        size = mix.shape[0]
+        self.log(f"{stage}/loss", self._supervised_loss(mix, stems)[0], batch_size=size, sync_dist=True)
+        # Per example and source: museval's median over 1 s windows (silent windows are NaN and skipped).
+        sdr = nanmedian(museval_sdr(estimates, stems, self.sample_rate), dim=-1).clamp(max=100.0)
+        song = usdr(estimates, stems).clamp(max=100.0)
+        for index, name in enumerate(self.sources):
+            valid = torch.isfinite(sdr[:, index])
+            if bool(valid.any()):
+                self.log(f"{stage}/sdr_{name}", sdr[valid, index].mean(), batch_size=int(valid.sum()), sync_dist=True)
+            self.log(f"{stage}/usdr_{name}", song[:, index].mean(), batch_size=size, sync_dist=True)
+        finite = torch.isfinite(sdr)
+        if bool(finite.any()):
+            self.log(f"{stage}/sdr", sdr[finite].mean(), prog_bar=True, batch_size=size, sync_dist=True)
+        self.log(f"{stage}/usdr", song.mean(), batch_size=size, sync_dist=True)
+        logger = self.example_logger
+        if batch_idx == 0 and logger is not None:
+            for i in range(min(self.num_logged_examples, size)):
+                signals = {"mix": mix[i]}
+                for index, name in enumerate(self.sources):
+                    signals[f"{name} (estimate)"] = estimates[i, index]
+                    signals[f"{name} (reference)"] = stems[i, index]
+                log_examples(logger, f"{stage}/example_{i}", signals, self.sample_rate, self.global_step)
+
+    def validation_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        mix = batch["mix"] if isinstance(batch, dict) else batch
+        return self.model(mix)
+
+    # -------------------------------------------------------------------------------------- inference
+    @torch.no_grad()
+    def separate(
+        self,
+        audio: torch.Tensor,
+        sample_rate: int,
+        segment: float = 10.0,
+        overlap: float = 0.25,
+        progress: bool = False,
+    ) -> Dict[str, torch.Tensor]:
+        """Separate a whole recording of any length.
+
+        Args:
+            audio: ``(channels, time)`` or ``(time,)`` at ``sample_rate``; any channel count.
+            sample_rate: rate of ``audio``; resampled to the model's and back.
+            segment: seconds per model call (overlap-added with fades, so no seams).
+            overlap: fraction of ``segment`` shared by neighbouring calls.
+
+        Returns:
+            ``{source: (channels, time)}`` (or ``(time,)`` for 1-D input), at ``audio``'s rate and length.
+        """
+        from musicfx.inference import apply_model
+
+        estimates = apply_model(
+            self.model, audio, sample_rate, self.sample_rate, self.channels, segment, overlap, progress=progress
+        )
+        return {name: estimates[index] for index, name in enumerate(self.sources)}
+
+
+class SeparationData(MultitrackData):
+    """Songs' stems, augmented on the device and summed into targets and a mix.
+
+    Batches reaching the task are ``{"mix": (B, C, T), "stems": (B, S, C, T)}`` with ``S = len(targets)``.
+    Training batches are augmented by :class:`~musicfx.synth.remix.RemixAugment` (random shift, sign flip,
+    channel swap, gain U(``gain``), remix across songs in groups of ``remix_group_size``); validation and
+    test batches are the songs as they are, fixed by index.
+
+    Args:
+        targets: target name -> stems summed into it, e.g. ``{"vocals": ["vocals"], "accompaniment":
+            ["drums", "bass", "other"]}``; default: every stem is its own target.
+        shift: seconds of random shift per stem (Demucs: 0.5 at 44.1 kHz); 0 disables.
+        remix, remix_group_size: shuffle stems across the songs of each group of this many examples.
+        gain: range of the random per-stem gain.
+        channel_swap, sign_flip: per-stem probabilities.
+        Other arguments: see :class:`~musicfx.tasks.multitrack.MultitrackData`.
+    """
+
+    def __init__(
+        self,
+        root: Optional[str] = None,
+        stems: Sequence[str] = MUSDB_STEMS,
+        targets: Optional[Mapping[str, Sequence[str]]] = None,
+        sample_rate: int = 44100,
+        channels: int = 2,
+        segment: float = 6.0,
+        batch_size: int = 8,
+        num_workers: int = 2,
+        train_examples: int = 4096,
+        val_examples: int = 32,
+        test_examples: int = 64,
+        random_mix: bool = False,
+        shift: float = 0.5,
+        remix: bool = True,
+        remix_group_size: int = 4,
+        gain: Tuple[float, float] = (0.25, 1.25),
+        channel_swap: float = 0.5,
+        sign_flip: float = 0.5,
+        silence_threshold_db: float = -60.0,
+        seed: int = 0,
+        cache_dir: Optional[str] = None,
+        generated_items: int = 64,
+        generated_duration: float = 20.0,
+    ) -> None:
+        super().__init__(
+            root, stems, sample_rate, channels, segment, batch_size, num_workers, train_examples, val_examples,
+            test_examples, random_mix, silence_threshold_db, seed, cache_dir, generated_items, generated_duration,
+        )
+        from musicfx.synth.remix import RemixAugment
+
+        self.save_hyperparameters()
+        groups = {name: [name] for name in self.stems} if targets is None else {k: list(v) for k, v in targets.items()}
+        unknown = sorted({stem for members in groups.values() for stem in members} - set(self.stems))
+        if unknown:
+            raise ConfigError(f"targets name stems {unknown} that are not in stems {list(self.stems)}")
+        self.targets: Tuple[str, ...] = tuple(groups)
+        # (targets, stems) 0/1 matrix: one batched matmul sums the stems of every target.
+        membership = torch.zeros(len(groups), len(self.stems))
+        for row, members in enumerate(groups.values()):
+            for stem in members:
+                membership[row, self.stems.index(stem)] = 1.0
+        self._membership = membership
+        self.augment = RemixAugment(
+            shift=int(round(shift * sample_rate)), group_size=remix_group_size, remix=remix, gain=tuple(gain),
+            channel_swap=channel_swap, sign_flip=sign_flip,
+        )
+
+    @property
+    def extra_frames(self) -> int:
+        return self.augment.shift
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        stems, seeds = stems_from_batch(batch)
+        if stems is None:
+            return batch
+        if self.training_batch:
+            stems = self.augment(stems, seeds)
+        membership = self._membership.to(device=stems.device, dtype=stems.dtype)
+        targets = torch.einsum("gs,bsct->bgct", membership, stems)
+        return {"mix": stems.sum(dim=1), "stems": targets}
+
+
+__all__: List[str] = ["MUSDB_STEMS", "SeparationData", "SeparationTask"]
