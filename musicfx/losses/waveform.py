@@ -65,7 +65,10 @@ class MultiResolutionSTFTLoss(nn.Module):
 
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=estimate.device.type, enabled=False):
-            return self.stft(estimate.float().flatten(0, -3), target.float().flatten(0, -3))
+            # auraloss views its input, so a non-contiguous batch (channels folded into it) is copied first.
+            return self.stft(
+                estimate.float().flatten(0, -3).contiguous(), target.float().flatten(0, -3).contiguous()
+            )
 
 
 class L1STFTLoss(nn.Module):
