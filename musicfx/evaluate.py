@@ -1,0 +1,594 @@
+"""Scoring separated stems the way MUSDB18 results are reported.
+
+* :func:`evaluate_folders` scores a folder of estimates (museval's layout, ``<track>/<target>.wav``)
+  against references: MUSDB18-HQ-like wav folders or a MUSDB18 folder of ``.stem.mp4`` files.
+* :func:`evaluate_model` separates every track of a MUSDB18 / MUSDB18-HQ split with a trained task (or
+  an oracle mask, the upper bound) and scores it.
+
+Per target, the SDR is museval v4's windowed SDR (1 s windows, computed by
+:func:`musicfx.metrics.museval_sdr`, orders of magnitude faster than museval and equal to ~1e-5 dB),
+median over windows, then median and mean over tracks; uSDR is the Music Demixing challenges' song-level
+SDR, mean over tracks. ``full=True`` also runs museval itself for SIR / ISR / SAR and writes one JSON per
+track in museval's own layout, which the sigsep tools (``museval.EvalStore``, sigsep-mus-board) read.
+Caveat: with the numpy / scipy installed here, museval's SIR / ISR / SAR do not reproduce the scores it
+stored for its own test track (off by several dB); the SDR (ours, in the JSON too) does, to 1e-5 dB.
+
+Like museval, targets are scored in groups: all targets but ``accompaniment`` together, and ``vocals``
+with ``accompaniment`` as a pair when both are present (the SDR is per target, but a window that is
+silent in any source of a group is left out for the whole group, and SIR depends on the group).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+
+from musicfx.errors import AudioError, DataError, MissingDependencyError
+
+PathLike = Union[str, os.PathLike]
+
+#: MUSDB18's stems, in the order of its ``.stem.mp4`` streams (after the mixture).
+MUSDB_TARGETS: Tuple[str, ...] = ("drums", "bass", "other", "vocals")
+#: museval's derived target: everything but the vocals.
+ACCOMPANIMENT = "accompaniment"
+_ACCOMPANIMENT_PARTS = ("drums", "bass", "other")
+_TARGET_SUFFIXES = (".wav", ".flac")
+_SUBSETS = ("train", "test", "valid")
+_EXTRA_METRICS = ("SIR", "ISR", "SAR")
+
+
+@dataclass(frozen=True)
+class _Track:
+    """One track found on disk: a folder of ``<target>.wav`` files or one ``.stem.mp4`` file."""
+
+    name: str
+    subset: Optional[str]
+    path: Path
+    files: Dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def is_stem_file(self) -> bool:
+        return not self.files
+
+    def targets(self) -> Tuple[str, ...]:
+        """Targets a reference track can provide (``mixture`` is not one; ``accompaniment`` is derived)."""
+        names = list(MUSDB_TARGETS) if self.is_stem_file else [t for t in self.files if t != "mixture"]
+        if ACCOMPANIMENT not in names and all(part in names for part in _ACCOMPANIMENT_PARTS):
+            names.append(ACCOMPANIMENT)
+        return tuple(names)
+
+
+def _target_files(folder: Path) -> Dict[str, Path]:
+    files: Dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in _TARGET_SUFFIXES:
+            if path.stem in files:
+                raise DataError(f"{folder}: two files for target '{path.stem}' ({files[path.stem].name}, {path.name})")
+            files[path.stem] = path
+    return files
+
+
+def find_tracks(root: PathLike, what: str = "tracks") -> Dict[str, _Track]:
+    """Tracks under ``root``: ``<track>/<target>.wav`` folders or ``<track>.stem.mp4`` files, directly in
+    ``root`` or one level down in subset folders (``root/test/<track>/...``).
+
+    Args:
+        root: the folder to scan.
+        what: what the folder holds, for error messages ("references", "estimates").
+
+    Returns:
+        ``{track name: track}`` in name order.
+
+    Raises:
+        DataError: ``root`` is missing, holds no track, or holds two tracks of one name.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder ({what})")
+    found: Dict[str, _Track] = {}
+
+    def add(track: _Track) -> None:
+        if track.name in found:
+            raise DataError(f"{root}: track '{track.name}' appears twice ({found[track.name].path}, {track.path})")
+        found[track.name] = track
+
+    def scan(folder: Path, subset: Optional[str], depth: int) -> None:
+        for entry in sorted(folder.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_file() and entry.name.lower().endswith(".stem.mp4"):
+                add(_Track(entry.name[: -len(".stem.mp4")], subset, entry))
+            elif entry.is_dir():
+                files = _target_files(entry)
+                if files:
+                    add(_Track(entry.name, subset, entry, files))
+                elif depth == 0:
+                    scan(entry, entry.name, 1)
+
+    scan(root, root.name if root.name in _SUBSETS else None, 0)
+    if not found:
+        raise DataError(
+            f"{root}: no tracks found ({what}: expected <track>/<target>.wav folders or <track>.stem.mp4 files)"
+        )
+    return dict(sorted(found.items()))
+
+
+def _ordered(targets: Iterable[str]) -> Tuple[str, ...]:
+    """MUSDB's order first (drums, bass, other, vocals, accompaniment), then the rest by name."""
+    known = MUSDB_TARGETS + (ACCOMPANIMENT,)
+    targets = set(targets)
+    return tuple(t for t in known if t in targets) + tuple(sorted(targets - set(known)))
+
+
+def _load_track(track: _Track, targets: Sequence[str]) -> Tuple[Dict[str, torch.Tensor], int]:
+    """Decode ``targets`` (``(channels, time)`` each) of a track; ``mixture`` may be asked for too."""
+    from musicfx.audio.io import read_audio, read_stems
+
+    audio: Dict[str, torch.Tensor] = {}
+    needed = set(targets)
+    if ACCOMPANIMENT in needed and ACCOMPANIMENT not in track.files:
+        needed.discard(ACCOMPANIMENT)
+        needed.update(_ACCOMPANIMENT_PARTS)
+    if track.is_stem_file:
+        stems, rate, names = read_stems(track.path)
+        if len(names) != 5:
+            raise AudioError(
+                f"{track.path}: expected 5 streams (mixture, drums, bass, other, vocals), got {len(names)}"
+            )
+        audio = {name: stems[i] for i, name in enumerate(names) if name in needed}
+    else:
+        rate = 0
+        for name in sorted(needed):
+            if name not in track.files:
+                raise DataError(f"{track.path}: no file for target '{name}'")
+            audio[name], file_rate = read_audio(track.files[name])
+            if rate and file_rate != rate:
+                raise AudioError(f"{track.files[name]}: sample rate {file_rate} Hz differs from the track's {rate} Hz")
+            rate = file_rate
+    if ACCOMPANIMENT in targets and ACCOMPANIMENT not in audio:
+        parts = [audio[part] for part in _ACCOMPANIMENT_PARTS]
+        frames = min(part.shape[-1] for part in parts)
+        audio[ACCOMPANIMENT] = sum(part[:, :frames] for part in parts)
+    return audio, rate
+
+
+def _museval_groups(targets: Sequence[str]) -> List[Tuple[List[str], List[str]]]:
+    """museval's evaluation groups: ``(targets scored together, targets whose scores are kept)``."""
+    if not ("vocals" in targets and ACCOMPANIMENT in targets):
+        return [(list(targets), list(targets))]
+    rest = [t for t in targets if t != ACCOMPANIMENT]
+    kept = [t for t in rest if t != "vocals"]
+    groups = [(rest, kept)] if kept else []
+    return groups + [(["vocals", ACCOMPANIMENT], ["vocals", ACCOMPANIMENT])]
+
+
+def _museval_full(
+    references: torch.Tensor, estimates: torch.Tensor, sample_rate: int
+) -> Dict[str, torch.Tensor]:
+    """museval's own BSS Eval v4 (1 s windows): ``{"SDR"|"SIR"|"ISR"|"SAR": (sources, windows)}``.
+
+    Only SIR / ISR / SAR are used: the SDR of :func:`~musicfx.metrics.museval_sdr` reproduces the scores
+    museval published for its own test track to 1e-5 dB, while the installed museval (numpy 2 / scipy
+    1.17 here) drifts by up to 0.01 dB on it, and its SIR / ISR / SAR by several dB.
+    """
+    try:
+        import museval
+    except ImportError:
+        raise MissingDependencyError("SIR/ISR/SAR (--full) need museval: pip install museval") from None
+    sdr, isr, sir, sar = museval.evaluate(
+        references.permute(0, 2, 1).double().numpy(),
+        estimates.permute(0, 2, 1).double().numpy(),
+        win=int(sample_rate),
+        hop=int(sample_rate),
+    )
+    return {name: torch.as_tensor(values, dtype=torch.float64) for name, values in
+            (("SDR", sdr), ("SIR", sir), ("ISR", isr), ("SAR", sar))}
+
+
+def _museval_version() -> str:
+    try:
+        from museval.version import _version
+
+        return str(_version)
+    except ImportError:
+        return "unknown"
+
+
+def _quantize(value: float) -> float:
+    # museval stores 5 decimals and turns infinities into NaN.
+    return math.nan if math.isinf(value) else round(value, 5)
+
+
+def _finite_or_none(value: float) -> Optional[float]:
+    return value if math.isfinite(value) else None
+
+
+@dataclass
+class EvaluationReport:
+    """Scores of one evaluation: per track and over all tracks.
+
+    Attributes:
+        targets: the targets scored, in order.
+        tracks: ``{track: {target: {"SDR": window median, "uSDR": ..., ["SIR", "ISR", "SAR"]}}}``.
+        summary: ``{target: {"SDR_median", "SDR_mean", "uSDR", ["SIR_median", "ISR_median",
+            "SAR_median"]}}`` over tracks (MUSDB18's convention: median over tracks of the per-track
+            window median; uSDR: mean over tracks).
+        full: whether SIR / ISR / SAR were computed (museval).
+    """
+
+    targets: Tuple[str, ...]
+    tracks: Dict[str, Dict[str, Dict[str, float]]]
+    summary: Dict[str, Dict[str, float]]
+    full: bool = False
+
+    def table(self) -> str:
+        """A markdown table, one row per target: SDR median, SDR mean, uSDR (and SIR/ISR/SAR medians)."""
+        columns = [("SDR median", "SDR_median"), ("SDR mean", "SDR_mean"), ("uSDR", "uSDR")]
+        if self.full:
+            columns += [(f"{m} median", f"{m}_median") for m in _EXTRA_METRICS]
+        lines = [
+            "| target | " + " | ".join(title for title, _ in columns) + " |",
+            "|---|" + "---:|" * len(columns),
+        ]
+        for target in self.targets:
+            row = self.summary[target]
+            lines.append(f"| {target} | " + " | ".join(f"{row[key]:.3f}" for _, key in columns) + " |")
+        return "\n".join(lines)
+
+    def to_dict(self) -> Dict[str, object]:
+        """JSON-ready dict; NaN and infinities become ``None``."""
+
+        def clean(values: Dict[str, float]) -> Dict[str, Optional[float]]:
+            return {key: _finite_or_none(value) for key, value in values.items()}
+
+        return {
+            "targets": list(self.targets),
+            "tracks": {
+                track: {target: clean(scores) for target, scores in per_target.items()}
+                for track, per_target in self.tracks.items()
+            },
+            "summary": {target: clean(scores) for target, scores in self.summary.items()},
+            "full": self.full,
+        }
+
+    def to_json(self, path: PathLike) -> Path:
+        """Write :meth:`to_dict` as JSON, atomically."""
+        from musicfx.audio.io import atomic_path
+
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+
+class _Evaluator:
+    """Scores tracks one by one and assembles an :class:`EvaluationReport`."""
+
+    def __init__(self, targets: Sequence[str], full: bool, json_dir: Optional[Path]) -> None:
+        from musicfx.metrics.aggregate import SeparationScores
+
+        if json_dir is not None and not full:
+            raise ValueError("museval JSON files hold SIR/ISR/SAR too: pass full=True with json_dir")
+        self.targets = tuple(targets)
+        self.full = full
+        self.json_dir = Path(json_dir) if json_dir is not None else None
+        self.scores = SeparationScores(self.targets)
+        self.extra: Dict[str, Dict[str, Dict[str, float]]] = {}
+
+    def add(
+        self,
+        name: str,
+        subset: Optional[str],
+        references: Dict[str, torch.Tensor],
+        estimates: Dict[str, torch.Tensor],
+        sample_rate: int,
+        where: str,
+    ) -> None:
+        """Score one track: ``references`` / ``estimates`` map each target to ``(channels, time)``."""
+        from musicfx.metrics.sdr import museval_sdr, usdr
+
+        for target in self.targets:
+            ref, est = references[target], estimates[target]
+            if ref.shape[0] != est.shape[0]:
+                raise AudioError(
+                    f"{where}: the '{target}' estimate has {est.shape[0]} channels, the reference {ref.shape[0]}"
+                )
+        lengths = [x.shape[-1] for x in list(references.values()) + list(estimates.values())]
+        frames = min(lengths)
+        if max(lengths) - frames > sample_rate:
+            warnings.warn(
+                f"{where}: estimates and references differ in length by {(max(lengths) - frames) / sample_rate:.1f} s;"
+                f" scoring the first {frames / sample_rate:.1f} s",
+                UserWarning,
+                stacklevel=3,
+            )
+        ref = torch.stack([references[t][:, :frames] for t in self.targets]).float()
+        est = torch.stack([estimates[t][:, :frames] for t in self.targets]).float()
+
+        # Framewise scores per metric, in target order (SIR/ISR/SAR only with ``full``).
+        full: Dict[str, List[Optional[torch.Tensor]]] = {
+            m: [None] * len(self.targets) for m in ("SDR",) + _EXTRA_METRICS
+        }
+        order: List[str] = []
+        for group, kept in _museval_groups(self.targets):
+            index = [self.targets.index(t) for t in group]
+            sdr = museval_sdr(est[index], ref[index], sample_rate)
+            metrics = _museval_full(ref[index], est[index], sample_rate) if self.full else {}
+            for target in kept:
+                i, j = self.targets.index(target), group.index(target)
+                full["SDR"][i] = sdr[j]
+                for metric in _EXTRA_METRICS if self.full else ():
+                    full[metric][i] = metrics[metric][j]
+                order.append(target)
+        self.scores.add_scores(torch.stack(full["SDR"]), usdr(est, ref), names=[name])
+        if self.full:
+            self.extra[name] = {
+                target: {m: float(_nanmedian(full[m][i])) for m in _EXTRA_METRICS}
+                for i, target in enumerate(self.targets)
+            }
+            if self.json_dir is not None:
+                self._write_json(name, subset, order, full)
+
+    def _write_json(
+        self, name: str, subset: Optional[str], order: Sequence[str], metrics: Dict[str, List[Optional[torch.Tensor]]]
+    ) -> Path:
+        """One track's framewise scores in museval's JSON layout (``json_dir/<subset>/<track>.json``)."""
+        from musicfx.audio.io import atomic_path
+
+        targets = []
+        for target in order:
+            i = self.targets.index(target)
+            windows = metrics["SDR"][i].shape[-1]
+            frames = [
+                {
+                    "time": float(w),  # museval: window index * hop, hop = 1.0 s
+                    "duration": 1.0,
+                    "metrics": {m: _quantize(float(metrics[m][i][w])) for m in ("SDR", "SIR", "SAR", "ISR")},
+                }
+                for w in range(windows)
+            ]
+            targets.append({"name": target, "frames": frames})
+        folder = self.json_dir / subset if subset else self.json_dir
+        path = folder / f"{name}.json"
+        with atomic_path(path) as tmp:
+            # museval writes NaN tokens (simplejson, allow_nan) and its readers expect them.
+            Path(tmp).write_text(json.dumps({"targets": targets, "museval_version": _museval_version()}, indent=2))
+        return path
+
+    def report(self) -> EvaluationReport:
+        if len(self.scores) == 0:
+            raise DataError("no track was evaluated")
+        tracks = self.scores.per_track()
+        summary = self.scores.table()
+        if self.full:
+            for track, per_target in self.extra.items():
+                for target, values in per_target.items():
+                    tracks[track][target].update(values)
+            for target in self.targets:
+                for metric in _EXTRA_METRICS:
+                    values = torch.tensor([self.extra[track][target][metric] for track in self.extra])
+                    summary[target][f"{metric}_median"] = float(_nanmedian(values))
+        return EvaluationReport(self.targets, tracks, summary, self.full)
+
+
+def _nanmedian(values: torch.Tensor) -> torch.Tensor:
+    from musicfx.metrics.aggregate import nanmedian
+
+    return nanmedian(values.to(torch.float64), dim=-1)
+
+
+def _progress(items: Sequence, enabled: bool, desc: str) -> Iterable:
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="track")
+
+
+def _choose_targets(
+    references: Dict[str, _Track], estimates: Dict[str, _Track], names: Sequence[str], targets: Optional[Sequence[str]]
+) -> Tuple[str, ...]:
+    if targets is not None:
+        if not targets:
+            raise DataError("no targets named")
+        for name in names:
+            for target in targets:
+                if target not in references[name].targets():
+                    raise DataError(f"{references[name].path}: no reference for target '{target}'")
+                if target not in estimates[name].files:
+                    raise DataError(f"{estimates[name].path}: no estimate for target '{target}'")
+        return tuple(targets)
+    per_track = [set(references[n].targets()) & set(estimates[n].files) for n in names]
+    common = set.intersection(*per_track)
+    if not common:
+        ref_targets = sorted(set().union(*(references[n].targets() for n in names)))
+        est_targets = sorted(set().union(*(estimates[n].files for n in names)))
+        raise DataError(
+            f"no target has both a reference and an estimate in every track (references: "
+            f"{', '.join(ref_targets)}; estimates: {', '.join(est_targets)})"
+        )
+    partial = set().union(*per_track) - common
+    if partial:
+        warnings.warn(
+            f"targets missing from some tracks are not scored: {', '.join(sorted(partial))}", UserWarning, stacklevel=3
+        )
+    return _ordered(common)
+
+
+def evaluate_folders(
+    references: PathLike,
+    estimates: PathLike,
+    targets: Optional[Sequence[str]] = None,
+    full: bool = False,
+    json_dir: Optional[PathLike] = None,
+    progress: bool = True,
+) -> EvaluationReport:
+    """Score a folder of separated stems against the true stems.
+
+    Args:
+        references: ``<track>/<target>.wav`` folders (MUSDB18-HQ-like; ``mixture.wav`` is not a
+            target; ``accompaniment`` is derived from drums + bass + other) or ``.stem.mp4`` files
+            (MUSDB18: drums, bass, other, vocals and the derived accompaniment), directly or in subset
+            folders (``references/test/...``).
+        estimates: ``<track>/<target>.wav`` (museval's layout), directly or in subset folders.
+        targets: targets to score (default: those present in both for every track).
+        full: also compute SIR / ISR / SAR with museval (slow; needs ``museval``).
+        json_dir: with ``full``, write one museval JSON per track to ``json_dir/<subset>/<track>.json``.
+        progress: show a progress bar.
+
+    Returns:
+        The :class:`EvaluationReport`.
+
+    Raises:
+        DataError: a missing folder, estimates for a track that has no reference, no common target.
+        AudioError: unreadable files, mismatched sample rates or channel counts.
+        MissingDependencyError: ``full`` without museval (or ``.stem.mp4`` references without ffmpeg).
+    """
+    reference_tracks = find_tracks(references, "references")
+    estimate_tracks = find_tracks(estimates, "estimates")
+    unknown = sorted(set(estimate_tracks) - set(reference_tracks))
+    if unknown:
+        raise DataError(f"{estimates}: estimates for tracks with no reference in {references}: {', '.join(unknown)}")
+    skipped = sorted(set(reference_tracks) - set(estimate_tracks))
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        warnings.warn(
+            f"{len(skipped)} reference tracks have no estimates and are skipped: {shown}", UserWarning, stacklevel=2
+        )
+    names = list(estimate_tracks)
+    for name in names:
+        if estimate_tracks[name].is_stem_file:
+            raise DataError(f"{estimate_tracks[name].path}: estimates must be <track>/<target>.wav folders")
+    chosen = _choose_targets(reference_tracks, estimate_tracks, names, targets)
+    evaluator = _Evaluator(chosen, full, Path(json_dir) if json_dir is not None else None)
+    for name in _progress(names, progress, "evaluating"):
+        reference, estimate = reference_tracks[name], estimate_tracks[name]
+        ref_audio, ref_rate = _load_track(reference, chosen)
+        est_audio, est_rate = _load_track(estimate, chosen)
+        if ref_rate != est_rate:
+            raise AudioError(
+                f"{estimate.path}: estimates at {est_rate} Hz, references ({reference.path}) at {ref_rate} Hz"
+            )
+        evaluator.add(name, estimate.subset or reference.subset, ref_audio, est_audio, ref_rate, str(estimate.path))
+    return evaluator.report()
+
+
+def _split_tracks(musdb_root: Path, split: str) -> Tuple[Dict[str, _Track], str]:
+    folder = musdb_root / split
+    if not folder.is_dir():
+        if not musdb_root.is_dir():
+            raise DataError(f"{musdb_root}: no such folder (MUSDB18 root)")
+        if musdb_root.name != split:
+            raise DataError(f"{musdb_root}: no '{split}' folder (expected a MUSDB18 or MUSDB18-HQ root)")
+        folder = musdb_root
+    return find_tracks(folder, f"MUSDB18 {split} split"), split
+
+
+def _mixture(track: _Track, audio: Dict[str, torch.Tensor]) -> torch.Tensor:
+    if "mixture" in audio:
+        return audio.pop("mixture")
+    # MUSDB18's mixtures are the sum of its stems; use that when a folder lacks mixture.wav.
+    parts = [audio[t] for t in MUSDB_TARGETS if t in audio]
+    if not parts:
+        raise DataError(f"{track.path}: no mixture and no stems")
+    frames = min(p.shape[-1] for p in parts)
+    return sum(p[:, :frames] for p in parts)
+
+
+def _run_oracle(
+    kind: str, mix: torch.Tensor, stems: torch.Tensor, sample_rate: int, segment: float = 30.0
+) -> torch.Tensor:
+    """Oracle estimates ``(S, C, T)`` computed in overlapping segments, so memory does not grow with the
+    track (a whole-song STFT of four stereo stems takes gigabytes)."""
+    from musicfx.baselines.oracle import ORACLES
+    from musicfx.inference import OverlapAdd
+
+    oracle = ORACLES[kind]
+    frames = min(mix.shape[-1], stems.shape[-1])
+    stacked = torch.cat([mix[None, :, :frames], stems[..., :frames]], dim=0)  # (1 + S, C, T)
+    seg = int(segment * sample_rate)
+    if frames <= seg:
+        return oracle(stacked[0], stacked[1:])
+    engine = OverlapAdd(lambda x: oracle(x[:, 0], x[:, 1:]), seg, seg // 8)
+    outs = [engine.push(stacked[..., start : start + seg]) for start in range(0, frames, seg)] + [engine.flush()]
+    return torch.cat([out for out in outs if out.shape[-1]], dim=-1)[..., :frames]
+
+
+def evaluate_model(
+    task: Optional[object],
+    musdb_root: PathLike,
+    split: str = "test",
+    output_dir: Optional[PathLike] = None,
+    oracle: Optional[str] = None,
+    segment: float = 10.0,
+    overlap: float = 0.25,
+    batch_size: int = 1,
+    device: Optional[torch.device] = None,
+    full: bool = False,
+    json_dir: Optional[PathLike] = None,
+    progress: bool = True,
+) -> EvaluationReport:
+    """Separate every track of a MUSDB18 / MUSDB18-HQ split and score the estimates.
+
+    Args:
+        task: a loaded separation task: ``task.model(mix (B, C, T)) -> (B, S, C, T)``,
+            ``task.sources`` (the ``S`` names), ``task.sample_rate``, ``task.channels``. ``None`` with
+            ``oracle``.
+        musdb_root: MUSDB18 (``<split>/<track>.stem.mp4``) or MUSDB18-HQ
+            (``<split>/<track>/{mixture,drums,bass,other,vocals}.wav``) root, or the split folder itself.
+        split: ``"test"`` or ``"train"``.
+        output_dir: also write the estimates to ``output_dir/<split>/<track>/<source>.wav`` (museval's
+            layout, readable by :func:`evaluate_folders`).
+        oracle: ``"irm"`` or ``"ibm"``: score that oracle mask (drums, bass, other, vocals) instead of
+            a task.
+        segment, overlap, batch_size, device: chunking of the model (see
+            :func:`musicfx.inference.apply_model`).
+        full, json_dir: as for :func:`evaluate_folders`.
+        progress: show a progress bar.
+
+    Returns:
+        The :class:`EvaluationReport`.
+    """
+    from musicfx.audio.io import write_audio
+    from musicfx.inference import apply_model
+
+    if (task is None) == (oracle is None):
+        raise ValueError("pass either a task or oracle='irm'|'ibm'")
+    if oracle is not None and oracle not in ("irm", "ibm"):
+        raise ValueError(f"oracle must be 'irm' or 'ibm', got {oracle!r}")
+    tracks, subset = _split_tracks(Path(musdb_root), split)
+    sources = MUSDB_TARGETS if task is None else tuple(task.sources)
+    evaluator = _Evaluator(sources, full, Path(json_dir) if json_dir is not None else None)
+    for name in _progress(list(tracks), progress, "separating"):
+        track = tracks[name]
+        available = track.targets()
+        for source in sources:
+            if source not in available:
+                raise DataError(f"{track.path}: no reference for source '{source}'")
+        wanted = list(sources) + (["mixture"] if track.is_stem_file or "mixture" in track.files else [])
+        references, rate = _load_track(track, wanted)
+        mix = _mixture(track, references)
+        if task is None:
+            estimates = _run_oracle(oracle, mix, torch.stack([references[s] for s in sources]), rate)
+        else:
+            estimates = apply_model(
+                task.model, mix, rate, task.sample_rate, task.channels, segment=segment, overlap=overlap,
+                batch_size=batch_size, device=device,
+            )
+            if estimates.dim() != 3 or estimates.shape[0] != len(sources):
+                raise RuntimeError(
+                    f"model returned {tuple(estimates.shape)} for {len(sources)} sources {list(sources)}; "
+                    "expected (sources, channels, time)"
+                )
+        estimated = {source: estimates[i] for i, source in enumerate(sources)}
+        if output_dir is not None:
+            for source, audio in estimated.items():
+                write_audio(Path(output_dir) / subset / name / f"{source}.wav", audio, rate)
+        evaluator.add(name, subset, references, estimated, rate, str(track.path))
+    return evaluator.report()
