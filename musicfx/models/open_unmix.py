@@ -1,0 +1,363 @@
+"""Open-Unmix (Stöter, Uhlich, Liutkus & Mitsufuji, JOSS 2019), re-implemented, with multichannel Wiener
+filtering.
+
+One network per target, as Open-Unmix trains them (one model per source; here they live in one module and
+run side by side). Each network sees the mixture magnitude STFT (4096 / 1024 at 44.1 kHz), cropped to the
+bins up to ``bandwidth`` (16 kHz), with all channels concatenated:
+
+    crop -> (x + input_mean) * input_scale -> fc -> BatchNorm -> tanh -> 3-layer BLSTM (hidden / 2 per
+    direction) -> concat(fc out, LSTM out) -> fc -> BatchNorm -> ReLU -> fc -> BatchNorm
+    -> * output_scale + output_mean -> ReLU -> * mixture magnitude (all bins)
+
+The output is an estimated magnitude spectrogram per target. Open-Unmix is trained with an MSE on these
+magnitudes (:meth:`OpenUnmix.estimate_magnitudes` against the target stems' magnitudes, or
+:class:`musicfx.losses.separation.MagnitudeLoss` on the waveforms :meth:`OpenUnmix.forward` returns).
+
+Resynthesis: in training mode, and whenever ``wiener_iterations == 0``, the estimates become ratio masks
+``v_j / sum_k v_k`` applied to the complex mixture (mixture phase; with a single target, ``min(v / |x|,
+1)``). In eval mode with ``wiener_iterations > 0`` the estimates initialise :func:`wiener`, the
+expectation-maximisation multichannel Wiener filter of Open-Unmix's ``filtering.py`` / norbert, which
+estimates each source's power spectral density and spatial covariance and re-filters the complex mixture.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from musicfx.audio.spectral import fft_frequencies, istft, magnitude, stft
+from musicfx.errors import AudioError
+
+__all__ = ["OpenUnmix", "UnmixNetwork", "wiener"]
+
+
+def _em_step(y: Tensor, x: Tensor, eps: float, regularization: float) -> Tensor:
+    """One EM iteration of the multichannel Wiener filter.
+
+    E-step: from the current source images, each source's power spectral density ``v_j(f, n)`` (mean power
+    over channels) and spatial covariance ``R_j(f) = sum_n y_j y_j^H / sum_n v_j``. M-step: the mixture
+    covariance ``C(f, n) = sum_j v_j R_j + regularization * I`` and the new images ``y_j = v_j R_j C^-1 x``.
+
+    Args:
+        y: current source images, complex ``(batch, sources, freq, frames, channels)``.
+        x: mixture, complex ``(batch, freq, frames, channels)``.
+        eps: floor of the normalising power.
+        regularization: diagonal loading of ``C`` so silent bins stay invertible.
+
+    Returns:
+        New source images, same shape as ``y``.
+    """
+    channels = x.shape[-1]
+    psd = (y.real.square() + y.imag.square()).mean(dim=-1)  # (B, S, F, N)
+    weight = (psd.sum(dim=-1) + eps).to(y.dtype)  # (B, S, F)
+    covariance = torch.einsum("bsfnc,bsfnd->bsfcd", y, y.conj()) / weight[..., None, None]  # (B, S, F, C, C)
+    eye = torch.eye(channels, dtype=y.dtype, device=y.device)
+    mix_cov = torch.einsum("bsfn,bsfcd->bfncd", psd.to(y.dtype), covariance) + regularization * eye
+    # C^-1 x once per bin, then each source's gain v_j R_j applied to it: never materialises S gain matrices.
+    solved = torch.linalg.solve(mix_cov, x.unsqueeze(-1))  # (B, F, N, C, 1)
+    images = covariance.unsqueeze(3) @ solved.unsqueeze(1)  # (B, S, F, N, C, 1)
+    return psd.to(y.dtype).unsqueeze(-1) * images.squeeze(-1)
+
+
+def wiener(
+    magnitude_estimates: Tensor,
+    mix_stft: Tensor,
+    iterations: int = 1,
+    softmask: bool = False,
+    residual: bool = False,
+    eps: float = 1e-10,
+) -> Tensor:
+    """Multichannel Wiener filtering of a mixture STFT, initialised from magnitude estimates.
+
+    Initialisation: with ``softmask`` the ratio masks ``v_j / sum_k v_k`` times the mixture; otherwise the
+    estimated magnitudes with the mixture's phase. With ``residual`` an extra source, the mixture minus the
+    sum of the initial estimates, is appended (it models whatever the targets miss, e.g. the accompaniment
+    of a vocals-only model). Then ``iterations`` EM steps (see :func:`_em_step`). Computed in float32 /
+    complex64 with autocast disabled; during EM each example is scaled so its peak is 10 (Open-Unmix only
+    scales loud mixtures down), so the diagonal loading has the same relative weight at any input level.
+
+    Args:
+        magnitude_estimates: non-negative ``(batch, sources, channels, freq, frames)``.
+        mix_stft: complex mixture ``(batch, channels, freq, frames)``.
+        iterations: EM iterations; 0 returns the initialisation.
+        softmask: initialise with ratio masks instead of magnitudes + mixture phase.
+        residual: append the residual source (output then has ``sources + 1`` sources).
+        eps: numerical floor.
+
+    Returns:
+        complex64 source STFTs ``(batch, sources [+ 1], channels, freq, frames)``.
+    """
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0, got {iterations}")
+    if not mix_stft.is_complex():
+        raise ValueError("wiener expects a complex mixture STFT")
+    shape = magnitude_estimates.shape
+    if magnitude_estimates.dim() != 5 or shape[:1] + shape[2:] != mix_stft.shape:
+        raise ValueError(
+            f"magnitude_estimates {tuple(magnitude_estimates.shape)} must be (batch, sources, *mix_stft.shape[1:]) "
+            f"for mix_stft {tuple(mix_stft.shape)}"
+        )
+    with torch.autocast(device_type=mix_stft.device.type, enabled=False):
+        v = magnitude_estimates.float()
+        x = mix_stft.to(torch.complex64)
+        if softmask:
+            y = x.unsqueeze(1) * (v / (v.sum(dim=1, keepdim=True) + eps))
+        else:
+            y = torch.polar(v, torch.angle(x).unsqueeze(1).expand_as(v))
+        if residual:
+            y = torch.cat([y, (x - y.sum(dim=1)).unsqueeze(1)], dim=1)
+        if iterations == 0:
+            return y
+        # Peak scaled to 10 (Open-Unmix scales only loud inputs down): the diagonal loading is then
+        # ~sqrt(float32 eps) relative to the loudest bin, for quiet and loud inputs alike.
+        scale = (x.abs().flatten(1).amax(dim=1) / 10.0).clamp_min(1e-12)  # (B,)
+        x = x / scale[:, None, None, None]
+        y = y / scale[:, None, None, None, None]
+        xs = x.permute(0, 2, 3, 1)  # (B, F, N, C)
+        ys = y.permute(0, 1, 3, 4, 2)  # (B, S, F, N, C)
+        regularization = float(torch.finfo(torch.float32).eps) ** 0.5
+        for _ in range(iterations):
+            ys = _em_step(ys, xs, eps, regularization)
+        return ys.permute(0, 1, 4, 2, 3) * scale[:, None, None, None, None]
+
+
+def bandwidth_bins(n_fft: int, sample_rate: int, bandwidth: Optional[float]) -> int:
+    """Number of bins from DC up to and including the last bin at or below ``bandwidth`` Hz (all if None)."""
+    freqs = fft_frequencies(n_fft, sample_rate)
+    if bandwidth is None:
+        return freqs.numel()
+    return max(1, int((freqs <= bandwidth).sum()))
+
+
+class UnmixNetwork(nn.Module):
+    """The Open-Unmix network of one target: mixture magnitude in, target magnitude out.
+
+    Args:
+        n_bins: bins of the full spectrogram (``n_fft // 2 + 1``).
+        max_bin: bins the network reads (the rest is still masked at the output).
+        channels: audio channels, concatenated as features.
+        hidden_size: width of the fc layers and of the BLSTM output.
+        nb_layers: LSTM layers.
+        bidirectional: BLSTM (offline) or LSTM (causal).
+        dropout: dropout between LSTM layers.
+    """
+
+    def __init__(
+        self,
+        n_bins: int,
+        max_bin: int,
+        channels: int,
+        hidden_size: int = 512,
+        nb_layers: int = 3,
+        bidirectional: bool = True,
+        dropout: float = 0.4,
+    ) -> None:
+        super().__init__()
+        if bidirectional and hidden_size % 2:
+            raise ValueError(f"a bidirectional LSTM needs an even hidden_size, got {hidden_size}")
+        self.n_bins = n_bins
+        self.max_bin = max_bin
+        self.channels = channels
+        self.hidden_size = hidden_size
+        self.input_mean = nn.Parameter(torch.zeros(max_bin))
+        self.input_scale = nn.Parameter(torch.ones(max_bin))
+        self.fc1 = nn.Linear(max_bin * channels, hidden_size, bias=False)
+        self.bn1 = nn.BatchNorm1d(hidden_size)
+        self.lstm = nn.LSTM(
+            hidden_size,
+            hidden_size // 2 if bidirectional else hidden_size,
+            num_layers=nb_layers,
+            bidirectional=bidirectional,
+            dropout=dropout if nb_layers > 1 else 0.0,
+        )
+        self.fc2 = nn.Linear(2 * hidden_size, hidden_size, bias=False)
+        self.bn2 = nn.BatchNorm1d(hidden_size)
+        self.fc3 = nn.Linear(hidden_size, n_bins * channels, bias=False)
+        self.bn3 = nn.BatchNorm1d(n_bins * channels)
+        self.output_scale = nn.Parameter(torch.ones(n_bins))
+        # Output mean 1 makes the initial network an identity-ish mask (ReLU(~1) * mixture).
+        self.output_mean = nn.Parameter(torch.ones(n_bins))
+
+    def set_input_statistics(self, mean: Tensor, std: Tensor) -> None:
+        """Initialise the input normalisation from dataset statistics of mixture magnitudes.
+
+        Args:
+            mean: per-bin mean ``(n_bins,)`` or ``(max_bin,)``.
+            std: per-bin standard deviation, same shape.
+        """
+        with torch.no_grad():
+            self.input_mean.copy_(-mean[: self.max_bin].to(self.input_mean))
+            self.input_scale.copy_(1.0 / std[: self.max_bin].to(self.input_scale).clamp_min(1e-8))
+
+    def forward(self, mix_magnitude: Tensor) -> Tensor:
+        """Args:
+            mix_magnitude: ``(batch, channels, n_bins, frames)``.
+
+        Returns:
+            Estimated target magnitude, same shape, float32.
+        """
+        batch, channels, bins, frames = mix_magnitude.shape
+        mix = mix_magnitude.float().permute(3, 0, 1, 2)  # (N, B, C, F): the LSTM runs along frames
+        x = (mix[..., : self.max_bin] + self.input_mean) * self.input_scale
+        x = self.fc1(x.reshape(frames * batch, channels * self.max_bin))
+        x = torch.tanh(self.bn1(x).reshape(frames, batch, self.hidden_size))
+        lstm_out, _ = self.lstm(x)
+        x = torch.cat([x, lstm_out.to(x.dtype)], dim=-1).reshape(frames * batch, 2 * self.hidden_size)
+        x = torch.relu(self.bn2(self.fc2(x)))
+        x = self.bn3(self.fc3(x)).reshape(frames, batch, channels, bins).float()
+        x = torch.relu(x * self.output_scale + self.output_mean)
+        return (x * mix).permute(1, 2, 3, 0)
+
+
+class OpenUnmix(nn.Module):
+    """Open-Unmix separator: one :class:`UnmixNetwork` per source, ratio masks or Wiener filtering.
+
+    Default configuration (4 sources, stereo, 44.1 kHz, 1487 of 2049 bins read): 35,573,392 parameters
+    (8,893,348 per target).
+
+    Args:
+        sources: names of the ``S`` targets.
+        channels: audio channels.
+        sample_rate: rate the model works at (the bandwidth crop depends on it).
+        n_fft: STFT size.
+        hop_length: STFT hop.
+        hidden_size: width of each network (BLSTM: ``hidden_size // 2`` per direction).
+        nb_layers: LSTM layers.
+        bandwidth: highest frequency the networks read, in Hz (``None``: all bins).
+        bidirectional: BLSTM (offline, Open-Unmix's default) or LSTM.
+        dropout: dropout between LSTM layers.
+        wiener_iterations: EM iterations of :func:`wiener` in eval mode (0: ratio masks).
+        wiener_softmask: initialise the Wiener filter with ratio masks instead of magnitudes + mix phase.
+        wiener_residual: model the residual (mix minus the targets) as an extra source during Wiener
+            filtering; it is dropped from the output.
+        eps: floor of the ratio-mask denominator.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[str] = ("vocals", "drums", "bass", "other"),
+        channels: int = 2,
+        sample_rate: int = 44100,
+        n_fft: int = 4096,
+        hop_length: int = 1024,
+        hidden_size: int = 512,
+        nb_layers: int = 3,
+        bandwidth: Optional[float] = 16000.0,
+        bidirectional: bool = True,
+        dropout: float = 0.4,
+        wiener_iterations: int = 1,
+        wiener_softmask: bool = False,
+        wiener_residual: bool = False,
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__()
+        self.sources: Tuple[str, ...] = tuple(sources)
+        if not self.sources:
+            raise ValueError("OpenUnmix needs at least one source")
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        if wiener_iterations < 0:
+            raise ValueError(f"wiener_iterations must be >= 0, got {wiener_iterations}")
+        self.channels = channels
+        self.sample_rate = sample_rate
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self.n_bins = n_fft // 2 + 1
+        self.max_bin = bandwidth_bins(n_fft, sample_rate, bandwidth)
+        self.wiener_iterations = wiener_iterations
+        self.wiener_softmask = wiener_softmask
+        self.wiener_residual = wiener_residual
+        self.eps = eps
+        self.targets = nn.ModuleList(
+            UnmixNetwork(self.n_bins, self.max_bin, channels, hidden_size, nb_layers, bidirectional, dropout)
+            for _ in self.sources
+        )
+        self.register_buffer("window", torch.hann_window(n_fft, periodic=True), persistent=False)
+
+    def spectrogram(self, x: Tensor) -> Tensor:
+        """The model's STFT.
+
+        Args:
+            x: waveform ``(..., time)``.
+
+        Returns:
+            complex64 ``(..., n_fft // 2 + 1, 1 + time // hop_length)``.
+        """
+        return stft(x, self.n_fft, self.hop_length, window=self.window)
+
+    def _check(self, mix: Tensor) -> None:
+        if mix.dim() != 3 or mix.shape[1] != self.channels:
+            raise AudioError(
+                f"OpenUnmix expects a mix shaped (batch, {self.channels}, time), got {tuple(mix.shape)}; "
+                "convert the channels (musicfx.audio.io.convert_channels) or build the model with matching channels"
+            )
+        if mix.shape[-1] < 1:
+            raise AudioError("OpenUnmix got empty audio (0 samples)")
+
+    def _magnitudes(self, spec: Tensor) -> Tensor:
+        with torch.autocast(device_type=spec.device.type, enabled=False):
+            mix_mag = magnitude(spec)
+        return torch.stack([net(mix_mag) for net in self.targets], dim=1)
+
+    def _ratio_masks(self, estimates: Tensor, spec: Tensor) -> Tensor:
+        sources = estimates.shape[1]
+        if sources == 1:
+            return (estimates / (spec.abs().unsqueeze(1) + self.eps)).clamp(0.0, 1.0)
+        # eps / S in every numerator: masks sum to exactly 1, and a bin no target claims is shared equally
+        # instead of being dropped, so the mixture is always reconstructed.
+        return (estimates + self.eps / sources) / (estimates.sum(dim=1, keepdim=True) + self.eps)
+
+    def estimate_magnitudes(self, mix: Tensor) -> Tensor:
+        """The networks' magnitude estimates, what Open-Unmix trains with an MSE.
+
+        Args:
+            mix: ``(batch, channels, time)``.
+
+        Returns:
+            ``(batch, sources, channels, n_fft // 2 + 1, frames)`` non-negative float32.
+        """
+        self._check(mix)
+        return self._magnitudes(self.spectrogram(mix))
+
+    def forward_masks(self, mix: Tensor) -> Tensor:
+        """Ratio masks ``v_j / sum_k v_k`` (single target: ``min(v / |x|, 1)``) of the magnitude estimates.
+
+        They sum to 1 over the targets (a bin where every estimate is 0 gets ``1 / S`` each).
+
+        Args:
+            mix: ``(batch, channels, time)``.
+
+        Returns:
+            ``(batch, sources, channels, n_fft // 2 + 1, frames)`` in ``[0, 1]``, float32.
+        """
+        self._check(mix)
+        spec = self.spectrogram(mix)
+        return self._ratio_masks(self._magnitudes(spec), spec)
+
+    def forward(self, mix: Tensor) -> Tensor:
+        """Separate: ratio masks with the mixture phase, or Wiener filtering in eval mode.
+
+        Args:
+            mix: ``(batch, channels, time)`` at ``sample_rate``.
+
+        Returns:
+            ``(batch, sources, channels, time)`` float32.
+        """
+        self._check(mix)
+        spec = self.spectrogram(mix)
+        estimates = self._magnitudes(spec)
+        with torch.autocast(device_type=mix.device.type, enabled=False):
+            if self.wiener_iterations > 0 and not self.training:
+                sources = wiener(
+                    estimates, spec, self.wiener_iterations, self.wiener_softmask, self.wiener_residual
+                )[:, : len(self.sources)]
+            else:
+                sources = self._ratio_masks(estimates, spec) * spec.unsqueeze(1)
+            return istft(sources, self.n_fft, self.hop_length, mix.shape[-1], window=self.window)
+
+    def extra_repr(self) -> str:
+        return (
+            f"sources={self.sources}, channels={self.channels}, sample_rate={self.sample_rate}, n_fft={self.n_fft}, "
+            f"hop_length={self.hop_length}, max_bin={self.max_bin}, wiener_iterations={self.wiener_iterations}"
+        )
