@@ -7,6 +7,7 @@ Example::
     import musicfx
     task = musicfx.load("runs/quickstart/checkpoints/last.ckpt")
     clean = task.denoise(audio, sample_rate)
+    # likewise task.separate(...), task.debleed(...), task.mix(...) for the other tasks' checkpoints
 """
 from __future__ import annotations
 
@@ -22,6 +23,12 @@ _LAZY = {
     "Task": "musicfx.tasks.base",
     "DenoiseTask": "musicfx.tasks.denoise",
     "DenoiseData": "musicfx.tasks.denoise",
+    "SeparationTask": "musicfx.tasks.separate",
+    "SeparationData": "musicfx.tasks.separate",
+    "DebleedTask": "musicfx.tasks.debleed",
+    "BleedData": "musicfx.tasks.debleed",
+    "AutomixTask": "musicfx.tasks.automix",
+    "AutomixData": "musicfx.tasks.automix",
     "MusicfxError": "musicfx.errors",
 }
 

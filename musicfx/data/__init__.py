@@ -2,6 +2,16 @@
 built-in music generator."""
 from musicfx.data.cache import DecodedCache, default_cache_dir
 from musicfx.data.generator import STEMS, generate_music, generate_stems
+from musicfx.data.multitrack import (
+    MUSDB18,
+    MUSDB18HQ,
+    GeneratedStems,
+    MultitrackSource,
+    StemChunkDataset,
+    StemFolder,
+    multitrack_source,
+    musdb_validation_tracks,
+)
 from musicfx.data.sampling import ChunkDataset, ExampleSampler, example_generator, example_seed, rms_db
 from musicfx.data.sources import (
     AudioFolder,
@@ -14,6 +24,14 @@ from musicfx.data.sources import (
 )
 
 __all__ = [
+    "GeneratedStems",
+    "MUSDB18",
+    "MUSDB18HQ",
+    "MultitrackSource",
+    "StemChunkDataset",
+    "StemFolder",
+    "multitrack_source",
+    "musdb_validation_tracks",
     "AudioFolder",
     "ChunkDataset",
     "DecodedCache",

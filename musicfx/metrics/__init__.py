@@ -10,6 +10,7 @@ from musicfx.metrics.aggregate import (
     aggregate_windows,
     nanmedian,
 )
+from musicfx.metrics.leakage import inter_track_coherence, leakage_score
 from musicfx.metrics.sdr import (
     REDUCTIONS,
     museval_sdr,
@@ -33,4 +34,6 @@ __all__ = [
     "aggregate_tracks",
     "AGGREGATIONS",
     "SeparationScores",
+    "inter_track_coherence",
+    "leakage_score",
 ]
