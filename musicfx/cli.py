@@ -20,7 +20,11 @@ from musicfx.errors import AudioError, MusicfxError
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # Task commands beyond ``denoise``: each module defines ``add_parser(commands)``, which adds its subparser
 # and sets ``func``. Imported only to build the parser, so ``musicfx --help`` stays light.
-COMMAND_MODULES: Tuple[str, ...] = ("musicfx.commands.separate", "musicfx.commands.evaluate")
+COMMAND_MODULES: Tuple[str, ...] = (
+    "musicfx.commands.separate",
+    "musicfx.commands.evaluate",
+    "musicfx.commands.fxnorm",
+)
 # Audio formats people ask for that libsndfile cannot encode: an error, not a folder named "out.mp4/".
 UNWRITABLE_AUDIO_SUFFIXES = (".mp3", ".mp4", ".m4a", ".aac", ".wma", ".webm", ".opus", ".alac")
 

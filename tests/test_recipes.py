@@ -10,7 +10,9 @@ import torch
 from musicfx.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if p.parent.name not in ("trainer", "logger"))
+# Overlay folders hold partial configs that compose with a recipe (-c recipe.yaml -c overlay.yaml).
+OVERLAY_FOLDERS = ("trainer", "logger", "data", "bleed")
+RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if p.parent.name not in OVERLAY_FOLDERS)
 FAST = [
     "--trainer.fast_dev_run=1",
     "--trainer.accelerator=cpu",
@@ -22,7 +24,22 @@ FAST = [
 
 def test_there_are_recipes() -> None:
     names = {p.relative_to(REPO / "recipes").as_posix() for p in RECIPES}
-    assert {"quickstart.yaml", "denoise/musicecan.yaml"} <= names
+    assert {
+        "quickstart.yaml", "denoise/musicecan.yaml",
+        "separate/cnn_mask.yaml", "separate/open_unmix.yaml", "separate/bs_roformer.yaml", "separate/wavegan.yaml",
+        "debleed/t_unet.yaml", "debleed/f_unet.yaml", "debleed/df_unet.yaml", "debleed/di_cae.yaml",
+        "automix/fxnorm.yaml", "automix/fxnorm_pretrain.yaml", "automix/wave_u_net.yaml", "automix/console.yaml",
+    } <= names
+
+
+@pytest.mark.parametrize("bleed", ["linear", "convolutive", "room", "mixed"])
+def test_bleed_overlays_compose_with_a_debleed_recipe(bleed: str, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "-c", str(REPO / "recipes/debleed/t_unet.yaml"), "-c", str(REPO / f"recipes/bleed/{bleed}.yaml"),
+            "-c", str(REPO / "recipes/trainer/cpu.yaml"), *FAST, f"--data.init_args.cache_dir={tmp_path / 'cache'}"]
+    if bleed in ("room", "mixed"):
+        args.append("--data.init_args.rooms=2")  # the bank's image-source responses cost ~1 s per room here
+    assert main(args) == 0
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.relative_to(REPO / "recipes").as_posix())

@@ -99,11 +99,15 @@ class L1STFTLoss(nn.Module):
 
 
 class SISDRLoss(nn.Module):
-    """Negative scale-invariant SDR in dB, per example over channels and time.
+    """Negative scale-invariant SDR in dB, one per signal over its channels and time.
+
+    A signal is the last two dimensions ``(channels, time)``: a ``(batch, channels, time)`` batch gives one
+    value per example, a separator's ``(batch, stems, channels, time)`` one per stem (each stem gets its own
+    scale), averaged per example before the reduction.
 
     Args:
         eps: numerical floor.
-        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (``(batch,)``).
     """
 
     def __init__(self, eps: float = 1e-8, reduction: str = "mean") -> None:
@@ -112,11 +116,13 @@ class SISDRLoss(nn.Module):
         self.reduction = reduction
 
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        estimate = estimate.float().flatten(1)
-        target = target.float().flatten(1)
-        estimate = estimate - estimate.mean(dim=1, keepdim=True)
-        target = target - target.mean(dim=1, keepdim=True)
-        scale = (estimate * target).sum(1, keepdim=True) / (target.square().sum(1, keepdim=True) + self.eps)
+        batch = estimate.shape[0]
+        estimate = estimate.float().flatten(-2)
+        target = target.float().flatten(-2)
+        estimate = estimate - estimate.mean(dim=-1, keepdim=True)
+        target = target - target.mean(dim=-1, keepdim=True)
+        scale = (estimate * target).sum(-1, keepdim=True) / (target.square().sum(-1, keepdim=True) + self.eps)
         projection = scale * target
-        ratio = projection.square().sum(1) / ((estimate - projection).square().sum(1) + self.eps)
-        return _reduce(-10 * torch.log10(ratio + self.eps), self.reduction)
+        ratio = projection.square().sum(-1) / ((estimate - projection).square().sum(-1) + self.eps)
+        per_signal = -10 * torch.log10(ratio + self.eps)
+        return _reduce(per_signal.reshape(batch, -1).mean(dim=1), self.reduction)
