@@ -285,7 +285,7 @@ def _stem_files(folder: Path, stems: Sequence[str]) -> Dict[str, Path]:
     return {stem: found[stem] for stem in stems if stem in found}
 
 
-def _find_songs(root: Path, stems: Sequence[str], recursive: bool = True) -> List[Tuple[str, Dict[str, Path]]]:
+def find_songs(root: Path, stems: Sequence[str], recursive: bool = True) -> List[Tuple[str, Dict[str, Path]]]:
     """``(name, {stem: file})`` of every folder below ``root`` (or ``root`` itself) holding a stem file.
 
     A song's name is its folder's path relative to ``root`` (``root``'s own name for ``root``), so it is the
@@ -357,7 +357,7 @@ class StemFolder(_CachedSongs):
         if not self.root.is_dir():
             raise DataError(f"{self.root}: no such folder" if not self.root.exists()
                             else f"{self.root}: is a file, expected a folder of song folders")
-        songs = _find_songs(self.root, self.stems)
+        songs = find_songs(self.root, self.stems)
         if not songs:
             raise _no_songs(self.root, self.stems)
         if tracks is not None:
@@ -454,7 +454,7 @@ class MUSDB18HQ(_CachedSongs):
         self.split = normalize_split(split)
         folder, keep_valid = _split_folder(self.root, self.split)
         _check_musdb_root(self.root, folder, "MUSDB18-HQ")
-        songs = _find_songs(folder, self.stems, recursive=False)
+        songs = find_songs(folder, self.stems, recursive=False)
         if not songs:
             raise _no_songs(folder, self.stems)
         names = set(_official_split([name for name, _ in songs], keep_valid))

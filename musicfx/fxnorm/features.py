@@ -429,12 +429,12 @@ def _song_list(root: Any, stems: Sequence[str], sample_rate: int) -> List[Union[
         if missing:
             raise DataError(f"{root!r} holds no stems {missing}")
         return [_SourceSong(root, index) for index in range(len(root))]
-    from musicfx.data.multitrack import _find_songs
+    from musicfx.data.multitrack import find_songs
 
     folder = Path(root).expanduser()
     if not folder.is_dir():
         raise DataError(f"{folder}: no such dataset folder")
-    songs = _find_songs(folder, stems)
+    songs = find_songs(folder, stems)
     if not songs:
         raise DataError(f"{folder}: no song folders holding any of {', '.join(stems)} (.wav, .flac, ...)")
     return [_SongFiles(name, dict(files)) for name, files in songs]

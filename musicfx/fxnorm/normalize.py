@@ -524,9 +524,9 @@ class _SongJob:
 
 def _song_jobs(root: Path, output: Path, stems: Sequence[str], params: Dict[str, object]) -> List[_SongJob]:
     from musicfx.audio.io import AUDIO_EXTENSIONS
-    from musicfx.data.multitrack import _find_songs
+    from musicfx.data.multitrack import find_songs
 
-    songs = _find_songs(root, stems)
+    songs = find_songs(root, stems)
     if not songs:
         raise DataError(f"{root}: no song folders holding any of {', '.join(stems)} (.wav, .flac, ...)")
     jobs = []
