@@ -157,7 +157,8 @@ class MultitrackData(pl.LightningDataModule):
     @property
     def training_batch(self) -> bool:
         """Whether batches now come from the training loader (augmentations apply only then)."""
-        trainer = self._trainer if hasattr(self, "_trainer") else None
+        # A LightningDataModule gets its Trainer as ``self.trainer`` (None outside a run).
+        trainer = getattr(self, "trainer", None)
         return trainer is not None and bool(trainer.training)
 
 
