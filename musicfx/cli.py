@@ -23,6 +23,8 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 COMMAND_MODULES: Tuple[str, ...] = (
     "musicfx.commands.separate",
     "musicfx.commands.evaluate",
+    "musicfx.commands.debleed",
+    "musicfx.commands.mix",
     "musicfx.commands.fxnorm",
 )
 # Audio formats people ask for that libsndfile cannot encode: an error, not a folder named "out.mp4/".
