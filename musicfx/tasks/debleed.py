@@ -42,7 +42,9 @@ class DebleedTask(Task):
     Args:
         model: ``mics (B, M, T) -> clean tracks (B, M, T)``. A model with ``forward_train(mics)`` returning
             ``{"estimate": ..., "mixing_matrix": (B, M, M)}`` (t-UNet) also gets ``matrix_weight`` times the
-            L1 error of its matrix when the scene knows the true one (linear bleed).
+            L1 error of its matrix against the batch's ``"mixing_matrix"``: :class:`BleedData` gives every
+            scene's direct-path matrix, the true one for linear bleed and the instantaneous part of
+            convolutive and room bleed (see :meth:`musicfx.synth.bleed.BleedSynth.mixing_matrix`).
         loss: criterion on ``(estimate, target)`` ``(B, M, T)``; default L1 on waveforms.
         tracks: track (instrument) names, in order; must equal the data's stems.
         matrix_weight: weight of the mixing-matrix term.
