@@ -3,7 +3,7 @@ PYTHON ?= python
 RUN ?= runs/quickstart
 OUT ?= outputs/quickstart
 
-.PHONY: install quickstart test test-slow test-gpu bench demo-asset
+.PHONY: install quickstart test test-slow test-gpu bench bench-peers demo-asset
 
 install:
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -27,6 +27,13 @@ bench:
 	$(PYTHON) benchmarks/bench_museval_sdr.py
 	$(PYTHON) benchmarks/bench_noise_synth.py
 	$(PYTHON) benchmarks/bench_denoise_speed.py
+	$(PYTHON) benchmarks/bench_automix.py --parts console,normalize
+	$(PYTHON) benchmarks/bench_debleed.py --parts synthesis kamir
+
+# The peer libraries (Open-Unmix, Demucs) live in their own venv, never in the package's environment.
+bench-peers:
+	bash benchmarks/peers.sh
+	.venv-peers/bin/python benchmarks/bench_separation_data.py --threads 1
 
 demo-asset:
 	$(PYTHON) tools/make_demo_asset.py

@@ -25,11 +25,6 @@ STEMS = ("vocals", "drums", "bass", "other")
 CEILING = 10.0 ** (CEILING_DB / 20.0)
 
 
-@pytest.fixture(autouse=True)
-def _registered(monkeypatch):
-    monkeypatch.setattr(musicfx.cli, "COMMAND_MODULES", musicfx.cli.COMMAND_MODULES + ("musicfx.commands.mix",))
-
-
 @pytest.fixture(scope="module")
 def console_checkpoint(tmp_path_factory) -> Path:
     """recipes/automix/console.yaml with a tiny console, trained two CPU steps through the CLI."""

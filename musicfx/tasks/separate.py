@@ -172,13 +172,9 @@ class SeparationTask(Task):
         sdr = nanmedian(museval_sdr(estimates, stems, self.sample_rate), dim=-1).clamp(max=100.0)
         song = usdr(estimates, stems).clamp(max=100.0)
         for index, name in enumerate(self.sources):
-            valid = torch.isfinite(sdr[:, index])
-            if bool(valid.any()):
-                self.log(f"{stage}/sdr_{name}", sdr[valid, index].mean(), batch_size=int(valid.sum()), sync_dist=True)
+            self._log_finite_mean(f"{stage}/sdr_{name}", sdr[:, index])
             self.log(f"{stage}/usdr_{name}", song[:, index].mean(), batch_size=size, sync_dist=True)
-        finite = torch.isfinite(sdr)
-        if bool(finite.any()):
-            self.log(f"{stage}/sdr", sdr[finite].mean(), prog_bar=True, batch_size=size, sync_dist=True)
+        self._log_finite_mean(f"{stage}/sdr", sdr.flatten(), prog_bar=True)
         self.log(f"{stage}/usdr", song.mean(), batch_size=size, sync_dist=True)
         logger = self.example_logger
         if batch_idx == 0 and logger is not None:
@@ -188,6 +184,19 @@ class SeparationTask(Task):
                     signals[f"{name} (estimate)"] = estimates[i, index]
                     signals[f"{name} (reference)"] = stems[i, index]
                 log_examples(logger, f"{stage}/example_{i}", signals, self.sample_rate, self.global_step)
+
+    def _log_finite_mean(self, name: str, values: torch.Tensor, prog_bar: bool = False) -> None:
+        """Log the mean of the finite ``values`` (1-D), weighted by how many there are.
+
+        An example whose windows are all silent has a NaN SDR and drops out of the epoch's mean. The metric is
+        logged even when no value is finite (weight 0: the epoch's mean is then NaN, which a checkpoint
+        callback ranks last), so a callback monitoring ``val/sdr`` always finds it; an untrained thresholded
+        mask model, whose estimates are exactly zero, would otherwise stop the run.
+        """
+        finite = torch.isfinite(values)
+        count = int(finite.sum())
+        value = values[finite].mean() if count else values.new_zeros(())
+        self.log(name, value, prog_bar=prog_bar, batch_size=count, sync_dist=True)
 
     def validation_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "val")
@@ -290,6 +299,8 @@ class SeparationData(MultitrackData):
             for stem in members:
                 membership[row, self.stems.index(stem)] = 1.0
         self._membership = membership
+        # Every stem its own target, in order: the stems are the targets, no sum needed.
+        self._identity_targets = bool(torch.equal(membership, torch.eye(len(self.stems))))
         self.augment = RemixAugment(
             shift=int(round(shift * sample_rate)), group_size=remix_group_size, remix=remix, gain=tuple(gain),
             channel_swap=channel_swap, sign_flip=sign_flip,
@@ -299,14 +310,27 @@ class SeparationData(MultitrackData):
     def extra_frames(self) -> int:
         return self.augment.shift
 
+    @property
+    def training_batch(self) -> bool:
+        """Whether batches now come from the training loader (augmentations apply only then).
+
+        A ``LightningDataModule`` keeps its trainer in ``self.trainer``; it has no ``_trainer``, so the base
+        class's test never saw a trainer and training batches went un-augmented.
+        """
+        trainer = self.trainer
+        return trainer is not None and bool(trainer.training)
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         stems, seeds = stems_from_batch(batch)
         if stems is None:
             return batch
         if self.training_batch:
             stems = self.augment(stems, seeds)
-        membership = self._membership.to(device=stems.device, dtype=stems.dtype)
-        targets = torch.einsum("gs,bsct->bgct", membership, stems)
+        if self._identity_targets:
+            targets = stems
+        else:
+            membership = self._membership.to(device=stems.device, dtype=stems.dtype)
+            targets = torch.einsum("gs,bsct->bgct", membership, stems)
         return {"mix": stems.sum(dim=1), "stems": targets}
 
 
