@@ -310,16 +310,6 @@ class SeparationData(MultitrackData):
     def extra_frames(self) -> int:
         return self.augment.shift
 
-    @property
-    def training_batch(self) -> bool:
-        """Whether batches now come from the training loader (augmentations apply only then).
-
-        A ``LightningDataModule`` keeps its trainer in ``self.trainer``; it has no ``_trainer``, so the base
-        class's test never saw a trainer and training batches went un-augmented.
-        """
-        trainer = self.trainer
-        return trainer is not None and bool(trainer.training)
-
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         stems, seeds = stems_from_batch(batch)
         if stems is None:
