@@ -143,3 +143,20 @@ class SupervisedAttention2d(nn.Module):
         estimate = self.to_image(features) + degraded
         gate = torch.sigmoid(self.to_attention(estimate.to(features.dtype)))
         return self.to_features(features) * gate + features, estimate
+
+
+def check_mix(mix: Tensor, channels: int, model: str) -> None:
+    """The input check every separator shares: a non-empty ``(batch, channels, time)`` mix.
+
+    Raises:
+        AudioError: naming ``model``, the expected and the actual shape.
+    """
+    from musicfx.errors import AudioError
+
+    if mix.dim() != 3 or mix.shape[1] != channels:
+        raise AudioError(
+            f"{model} expects a mix shaped (batch, {channels}, time), got {tuple(mix.shape)}; "
+            "convert the channels (musicfx.audio.io.convert_channels) or build the model with matching channels"
+        )
+    if mix.shape[-1] < 1:
+        raise AudioError(f"{model} got empty audio (0 samples)")

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from musicfx.audio.spectral import istft, stft
-from musicfx.errors import AudioError
+from musicfx.models.blocks import check_mix
 
 __all__ = ["BSRoFormer", "RMSNorm", "RotaryEmbedding", "band_split_widths"]
 
@@ -345,13 +345,7 @@ class BSRoFormer(nn.Module):
         return stft(x, self.n_fft, self.hop_length, window=self.window)
 
     def _check(self, mix: Tensor) -> None:
-        if mix.dim() != 3 or mix.shape[1] != self.channels:
-            raise AudioError(
-                f"BSRoFormer expects a mix shaped (batch, {self.channels}, time), got {tuple(mix.shape)}; "
-                "convert the channels (musicfx.audio.io.convert_channels) or build the model with matching channels"
-            )
-        if mix.shape[-1] < 1:
-            raise AudioError("BSRoFormer got empty audio (0 samples)")
+        check_mix(mix, self.channels, "BSRoFormer")
 
     def _complex_masks(self, spec: Tensor) -> Tensor:
         """Complex masks of a mixture STFT.

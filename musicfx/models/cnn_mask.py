@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from musicfx.audio.spectral import istft, magnitude, stft
-from musicfx.errors import AudioError
+from musicfx.models.blocks import check_mix
 
 __all__ = ["CNNSoftMask"]
 
@@ -169,13 +169,7 @@ class CNNSoftMask(nn.Module):
         return stft(x, self.n_fft, self.hop_length, window=self.window)
 
     def _check(self, mix: Tensor) -> None:
-        if mix.dim() != 3 or mix.shape[1] != self.channels:
-            raise AudioError(
-                f"CNNSoftMask expects a mix shaped (batch, {self.channels}, time), got {tuple(mix.shape)}; "
-                "convert the channels (musicfx.audio.io.convert_channels) or build the model with matching channels"
-            )
-        if mix.shape[-1] < 1:
-            raise AudioError("CNNSoftMask got empty audio (0 samples)")
+        check_mix(mix, self.channels, "CNNSoftMask")
 
     def spectrogram_masks(self, spec: Tensor) -> Tensor:
         """Soft masks of a mixture spectrogram.

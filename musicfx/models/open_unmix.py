@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from musicfx.audio.spectral import fft_frequencies, istft, magnitude, stft
-from musicfx.errors import AudioError
+from musicfx.models.blocks import check_mix
 
 __all__ = ["OpenUnmix", "UnmixNetwork", "wiener"]
 
@@ -287,13 +287,7 @@ class OpenUnmix(nn.Module):
         return stft(x, self.n_fft, self.hop_length, window=self.window)
 
     def _check(self, mix: Tensor) -> None:
-        if mix.dim() != 3 or mix.shape[1] != self.channels:
-            raise AudioError(
-                f"OpenUnmix expects a mix shaped (batch, {self.channels}, time), got {tuple(mix.shape)}; "
-                "convert the channels (musicfx.audio.io.convert_channels) or build the model with matching channels"
-            )
-        if mix.shape[-1] < 1:
-            raise AudioError("OpenUnmix got empty audio (0 samples)")
+        check_mix(mix, self.channels, "OpenUnmix")
 
     def _magnitudes(self, spec: Tensor) -> Tensor:
         with torch.autocast(device_type=spec.device.type, enabled=False):

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from musicfx.errors import AudioError
+from musicfx.models.blocks import check_mix
 
 __all__ = ["WaveGANDiscriminator", "WaveGANGenerator", "phase_shuffle"]
 
@@ -126,13 +126,7 @@ class WaveGANGenerator(nn.Module):
         self.out = nn.Conv1d(widths[0] + channels, len(self.sources) * channels, 1)
 
     def _check(self, mix: Tensor) -> None:
-        if mix.dim() != 3 or mix.shape[1] != self.channels:
-            raise AudioError(
-                f"WaveGANGenerator expects a mix shaped (batch, {self.channels}, time), got {tuple(mix.shape)}; "
-                "convert the channels (musicfx.audio.io.convert_channels) or build the model with matching channels"
-            )
-        if mix.shape[-1] < 1:
-            raise AudioError("WaveGANGenerator got empty audio (0 samples)")
+        check_mix(mix, self.channels, "WaveGANGenerator")
 
     def forward(self, mix: Tensor) -> Tensor:
         """Args:

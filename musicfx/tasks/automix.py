@@ -151,12 +151,6 @@ class AutomixTask(Task):
                 signals = {"sum of stems": baseline[i], "estimate": estimate[i], "target": target[i]}
                 log_examples(logger, f"{stage}/example_{i}", signals, self.sample_rate, self.global_step)
 
-    def validation_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
-
-    def test_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
-
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         stems = batch["stems"] if isinstance(batch, dict) else batch
         return self.model(stems)

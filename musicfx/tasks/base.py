@@ -70,6 +70,16 @@ class Task(pl.LightningModule):
                     f"model.init_args.{name} is {ours} but data.init_args.{name} is {theirs}; set both to the same value"
                 )
 
+    def _evaluate(self, batch: Any, batch_idx: int, stage: str) -> None:
+        """Loss and metrics of a fixed validation or test batch, logged under ``stage`` (``"val"``, ``"test"``)."""
+        raise NotImplementedError
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test")
+
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         checkpoint["musicfx"] = {
             "task": f"{type(self).__module__}.{type(self).__qualname__}",

@@ -137,12 +137,6 @@ class DebleedTask(Task):
                                "target": targets[i, index:index + 1]}
                     log_examples(logger, f"{stage}/example_{i}_{name}", signals, self.sample_rate, self.global_step)
 
-    def validation_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
-
-    def test_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
-
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         mics = batch["mics"] if isinstance(batch, dict) else batch
         return self.model(mics)

@@ -90,12 +90,6 @@ class DenoiseTask(Task):
                 signals = {"noisy": noisy[i], "estimate": estimate[i], "clean": clean[i]}
                 log_examples(logger, f"{stage}/example_{i}", signals, self.sample_rate, self.global_step)
 
-    def validation_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
-
-    def test_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
-
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         noisy = batch["noisy"] if isinstance(batch, dict) else batch
         return self.model(noisy)

@@ -198,12 +198,6 @@ class SeparationTask(Task):
         value = values[finite].mean() if count else values.new_zeros(())
         self.log(name, value, prog_bar=prog_bar, batch_size=count, sync_dist=True)
 
-    def validation_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
-
-    def test_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
-
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         mix = batch["mix"] if isinstance(batch, dict) else batch
         return self.model(mix)
