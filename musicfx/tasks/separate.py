@@ -211,23 +211,25 @@ class SeparationTask(Task):
         segment: float = 10.0,
         overlap: float = 0.25,
         progress: bool = False,
+        shifts: int = 0,
     ) -> Dict[str, torch.Tensor]:
-        """Separate a whole recording of any length.
+        """Separate a whole recording of any length (the engine of ``musicfx separate``).
 
         Args:
             audio: ``(channels, time)`` or ``(time,)`` at ``sample_rate``; any channel count.
             sample_rate: rate of ``audio``; resampled to the model's and back.
             segment: seconds per model call (overlap-added with fades, so no seams).
-            overlap: fraction of ``segment`` shared by neighbouring calls.
+            overlap: fraction of ``segment`` shared by neighbouring calls (at most 0.5).
+            progress: show a progress bar.
+            shifts: test-time shift augmentation: average over this many random shifts (0: none).
 
         Returns:
             ``{source: (channels, time)}`` (or ``(time,)`` for 1-D input), at ``audio``'s rate and length.
         """
         from musicfx.inference import apply_model
 
-        estimates = apply_model(
-            self.model, audio, sample_rate, self.sample_rate, self.channels, segment, overlap, progress=progress
-        )
+        estimates = apply_model(self.model, audio, sample_rate, self.sample_rate, self.channels, segment, overlap,
+                                device=self.device, progress=progress, shifts=shifts)
         return {name: estimates[index] for index, name in enumerate(self.sources)}
 
 
