@@ -320,8 +320,8 @@ class _Pipeline:
         fn: ``(batch, *in_shape, segment) -> (batch, *out_shape, segment)`` at ``model_rate``.
         rate: the audio's rate; model_rate: the model's.
         in_shape: the dimensions before time, e.g. ``(channels,)`` or ``(files, channels)``.
-        frames: the audio's length at ``rate`` when known: a segment never exceeds it (a 3 s file is
-            not padded to a 10 s segment).
+        frames: the audio's length at ``rate`` when known: a recording shorter than a segment runs in one
+            model call on its own length (a 3 s file is not padded to a 10 s segment).
         segment: seconds per model call; overlap: fraction of ``segment`` cross-faded (at most half).
         batch_size, device: segments per model call and where the model runs.
         shifts, seed: test-time shift augmentation (see :class:`ShiftedOverlapAdd`); 0: none.
@@ -344,12 +344,14 @@ class _Pipeline:
         if not (segment > 0 and math.isfinite(segment)) or not 0 <= overlap < 1:
             raise ValueError(f"need segment > 0 and 0 <= overlap < 1, got segment={segment}, overlap={overlap}")
         seg = max(1, int(round(segment * model_rate)))
-        if frames is not None:
-            seg = max(1, min(seg, math.ceil(frames * model_rate / rate)))
+        overlap_frames = min(int(round(overlap * seg)), seg // 2)
+        whole = None if frames is None else max(1, math.ceil(frames * model_rate / rate))
+        if whole is not None and whole <= seg and not shifts:
+            # The recording fits one segment: one model call on all of it, nothing to cross-fade.
+            seg, overlap_frames = whole, 0
         self.rate, self.model_rate, self.in_shape = rate, model_rate, tuple(in_shape)
         self.engine = overlap_add_engine(
-            fn, seg, min(int(round(overlap * seg)), seg // 2), batch_size, device, shifts,
-            int(MAX_SHIFT_SECONDS * model_rate), seed,
+            fn, seg, overlap_frames, batch_size, device, shifts, int(MAX_SHIFT_SECONDS * model_rate), seed,
         )
         self._to_model = _StreamResampler(rate, model_rate, int(np.prod(self.in_shape)))
         self._from_model: Optional[_StreamResampler] = None
