@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from musicfx.audio.stems import MUSDB_STEMS
 from musicfx.errors import MusicfxError
 
-DEFAULT_STEMS = ("vocals", "drums", "bass", "other")  # musicfx.fxnorm.features.STEMS, without importing torch
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     features.add_argument("root", help="dataset folder: song folders holding <stem>.wav files, at any depth")
     features.add_argument("-o", "--output", required=True, help="features file to write (.npz)")
-    features.add_argument("--stems", nargs="+", default=list(DEFAULT_STEMS), help="stem types (default: %(default)s)")
+    features.add_argument("--stems", nargs="+", default=list(MUSDB_STEMS), help="stem types (default: %(default)s)")
     features.add_argument("--sample-rate", type=int, default=44100, help="analysis rate in Hz (default 44100)")
     features.add_argument("--workers", type=int, default=None, help="parallel processes (default: one per CPU)")
     features.add_argument("--single-pass", action="store_true",

@@ -14,12 +14,12 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from musicfx.audio.stems import MUSDB_STEMS, STEM_FILE_SUFFIX, track_name
 from musicfx.errors import ConfigError
 from musicfx.tasks.base import Task
 from musicfx.tasks.media import log_examples
 from musicfx.tasks.multitrack import MultitrackData, stems_from_batch
 
-MUSDB_STEMS: Tuple[str, ...] = ("vocals", "drums", "bass", "other")
 NORMALIZED_SUFFIX = "@normalized"
 
 
@@ -247,7 +247,7 @@ def _song_key(name: str) -> str:
     from pathlib import PurePath
 
     base = PurePath(name).name
-    return base[: -len(".stem.mp4")] if base.lower().endswith(".stem.mp4") else base
+    return track_name(base) if base.lower().endswith(STEM_FILE_SUFFIX) else base
 
 
 class AutomixData(MultitrackData):

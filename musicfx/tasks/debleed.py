@@ -16,12 +16,12 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from musicfx.audio.stems import MUSDB_STEMS
 from musicfx.errors import ConfigError
 from musicfx.tasks.base import Task, _default_optimizer
 from musicfx.tasks.media import log_examples
 from musicfx.tasks.multitrack import MultitrackData, stems_from_batch
 
-MUSDB_STEMS: Tuple[str, ...] = ("vocals", "drums", "bass", "other")
 
 
 def fold_channels(tracks: torch.Tensor) -> torch.Tensor:
