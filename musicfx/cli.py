@@ -57,6 +57,8 @@ def _run_lightning(argv: Optional[List[str]]) -> int:
 def _check_ckpt_path(argv: Sequence[str]) -> None:
     """``--ckpt_path FILE`` must name a PyTorch checkpoint: one line instead of a traceback from deep inside
     Lightning (the file's contents are checked by the loader itself)."""
+    if any(token.startswith("--print_config") for token in argv):
+        return  # nothing is loaded
     value = None
     for index, token in enumerate(argv):
         if token == "--ckpt_path" and index + 1 < len(argv):

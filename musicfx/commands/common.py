@@ -294,7 +294,7 @@ def load_task(checkpoint: str, device: Any, kind: str) -> Any:
     if not all(getattr(task, name, None) for name in needs):
         runs = [command for command, (attributes, _) in _TASK_KINDS.items()
                 if command != kind and all(getattr(task, name, None) for name in attributes)]
-        hint = f"; `musicfx {runs[0]}` runs it" if runs else ""
+        hint = f"; run it with musicfx {runs[0]}" if runs else ""
         raise MusicfxError(f"{checkpoint}: not {what} checkpoint (it holds a {type(task).__name__}{hint})")
     return task
 
