@@ -4,7 +4,8 @@
   EQ, dynamics, panning and loudness of every stem type.
 * ``musicfx fxnorm normalize ROOT -o OUT --features features.npz [--ir-folder DIR] [--overwrite]``: write
   every song's stems, normalised toward those features, into ``OUT`` (same song layout; reruns skip songs
-  already done). ``--features builtin`` uses the features shipped for the built-in generator.
+  already done). ``--features builtin`` uses the features shipped with musicfx: the statistics of the built-in
+  generator's stems (to try it without a dataset; real music wants its own features).
 """
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     normalize.add_argument("root", help="dataset folder: song folders holding <stem>.wav files")
     normalize.add_argument("-o", "--output", required=True, help="output folder (not inside ROOT)")
     normalize.add_argument("--features", required=True,
-                           help="features file from `musicfx fxnorm features`, or 'builtin'")
+                           help="features file from `musicfx fxnorm features` (measured on your data), or 'builtin' "
+                           "(the built-in generator's statistics, for trying it out)")
     normalize.add_argument("--ir-folder", help="impulse responses for the reverb stage (default: no reverb stage)")
     normalize.add_argument("--stems", nargs="+", default=None, help="stem types (default: those in the features)")
     normalize.add_argument("--workers", type=int, default=None, help="parallel processes (default: one per CPU)")
