@@ -196,28 +196,20 @@ class ShiftedOverlapAdd:
     as :class:`OverlapAdd`; ``shifts`` times the model calls.
 
     Args:
-        fn, segment, overlap, batch_size, device: as for :class:`OverlapAdd`.
+        make_engine: returns a fresh :class:`OverlapAdd` (one per shifted copy).
         shifts: number of shifted copies, at least 1.
         max_shift: largest offset in samples.
         seed: seed of the offsets.
     """
 
     def __init__(
-        self,
-        fn: ModelFn,
-        segment: int,
-        overlap: int,
-        batch_size: int = 1,
-        device: Optional[torch.device] = None,
-        shifts: int = 1,
-        max_shift: int = 0,
-        seed: int = 0,
+        self, make_engine: Callable[[], OverlapAdd], shifts: int = 1, max_shift: int = 0, seed: int = 0
     ) -> None:
         if shifts < 1 or max_shift < 0:
             raise ValueError(f"need shifts >= 1 and max_shift >= 0, got {shifts} and {max_shift}")
         generator = torch.Generator().manual_seed(seed)
         self.offsets: List[int] = torch.randint(0, max_shift + 1, (shifts,), generator=generator).tolist()
-        self.engines = [OverlapAdd(fn, segment, overlap, batch_size, device) for _ in self.offsets]
+        self.engines = [make_engine() for _ in self.offsets]
         self._to_drop = list(self.offsets)  # delayed output still to drop from each engine's start
         self._ready: List[Optional[torch.Tensor]] = [None] * shifts  # finished, not yet averaged
         self._started = False
@@ -258,24 +250,6 @@ class ShiftedOverlapAdd:
         for index, engine in enumerate(self.engines):
             self._collect(index, engine.flush())
         return self._average((1,))
-
-
-def overlap_add_engine(
-    fn: ModelFn,
-    segment: int,
-    overlap: int,
-    batch_size: int = 1,
-    device: Optional[torch.device] = None,
-    shifts: int = 0,
-    max_shift: int = 0,
-    seed: int = 0,
-) -> Union[OverlapAdd, ShiftedOverlapAdd]:
-    """:class:`OverlapAdd`, or :class:`ShiftedOverlapAdd` when ``shifts > 0`` (sizes in samples)."""
-    if shifts < 0:
-        raise ValueError(f"shifts must be >= 0, got {shifts}")
-    if shifts == 0:
-        return OverlapAdd(fn, segment, overlap, batch_size, device)
-    return ShiftedOverlapAdd(fn, segment, overlap, batch_size, device, shifts, max_shift, seed)
 
 
 def _channel_fn(fn: ModelFn, model_channels: int, file_channels: int) -> ModelFn:
@@ -350,8 +324,14 @@ class _Pipeline:
             # The recording fits one segment: one model call on all of it, nothing to cross-fade.
             seg, overlap_frames = whole, 0
         self.rate, self.model_rate, self.in_shape = rate, model_rate, tuple(in_shape)
-        self.engine = overlap_add_engine(
-            fn, seg, overlap_frames, batch_size, device, shifts, int(MAX_SHIFT_SECONDS * model_rate), seed,
+        if shifts < 0:
+            raise ValueError(f"shifts must be >= 0, got {shifts}")
+        def make_engine() -> OverlapAdd:
+            return OverlapAdd(fn, seg, overlap_frames, batch_size, device)
+
+        self.engine: Union[OverlapAdd, ShiftedOverlapAdd] = (
+            ShiftedOverlapAdd(make_engine, shifts, int(MAX_SHIFT_SECONDS * model_rate), seed) if shifts
+            else make_engine()
         )
         self._to_model = _StreamResampler(rate, model_rate, int(np.prod(self.in_shape)))
         self._from_model: Optional[_StreamResampler] = None

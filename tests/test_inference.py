@@ -161,7 +161,7 @@ def test_shifted_engine_moves_every_copy_back_exactly(shifts: int, block: int) -
     from musicfx.inference import ShiftedOverlapAdd
 
     x = torch.randn(2, 5003)
-    engine = ShiftedOverlapAdd(lambda b: 3 * b, 400, 100, 2, shifts=shifts, max_shift=250, seed=shifts)
+    engine = ShiftedOverlapAdd(lambda: OverlapAdd(lambda b: 3 * b, 400, 100, 2), shifts, max_shift=250, seed=shifts)
     assert any(engine.offsets)
     out = [engine.push(x[:, s : s + block]) for s in range(0, x.shape[-1], block)] + [engine.flush()]
     torch.testing.assert_close(torch.cat(out, dim=-1), 3 * x, atol=1e-5, rtol=0)

@@ -27,6 +27,7 @@ UNWRITABLE_AUDIO_SUFFIXES = (".mp3", ".mp4", ".m4a", ".aac", ".wma", ".webm", ".
 
 __all__ = [
     "MAX_OVERLAP", "MUSDB_STEMS", "OVERLAP", "SEGMENT", "UNWRITABLE_AUDIO_SUFFIXES", "add_engine_arguments",
+    "add_io_arguments",
     "add_output_arguments", "audio_files", "check_engine_arguments", "check_inputs", "check_new_file",
     "check_targets", "engine_options", "load_task", "output_name", "report_warnings", "resolve_device",
     "track_name", "warn",
@@ -35,6 +36,13 @@ __all__ = [
 
 
 # -------------------------------------------------------------------------------------------- flags
+def add_io_arguments(parser: argparse.ArgumentParser, inputs_help: str, output_help: str, ckpt_help: str) -> None:
+    """The positional inputs, ``-o/--output`` (required) and ``--ckpt``."""
+    parser.add_argument("inputs", nargs="+", help=inputs_help)
+    parser.add_argument("-o", "--output", required=True, help=output_help)
+    parser.add_argument("--ckpt", help=ckpt_help)
+
+
 def add_engine_arguments(
     parser: argparse.ArgumentParser,
     segment: Optional[float] = SEGMENT,

@@ -34,9 +34,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Remove microphone bleed between the tracks of one live multitrack recording, of any length, "
         "with a trained checkpoint or KAMIR. Writes OUTDIR/<file name> per track.",
     )
-    parser.add_argument("inputs", nargs="+", help="the tracks of one recording (audio files), or one folder of them")
-    parser.add_argument("-o", "--output", required=True, help="output folder (one file per track, same name)")
-    parser.add_argument("--ckpt", help="debleed checkpoint written by `musicfx fit`")
+    common.add_io_arguments(parser, "the tracks of one recording (audio files), or one folder of them",
+                            "output folder (one file per track, same name)",
+                            "debleed checkpoint written by `musicfx fit`")
     parser.add_argument("--method", choices=("model", "kamir"), default="model",
                         help="a trained model (--ckpt, default) or KAMIR (no training, any number of tracks)")
     kamir = parser.add_argument_group("KAMIR (--method kamir)")

@@ -22,9 +22,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "denoise", help="denoise audio files",
         description="Denoise recordings of any length with a trained checkpoint or the spectral gate.",
     )
-    parser.add_argument("inputs", nargs="+", help="audio files or folders")
-    parser.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
-    parser.add_argument("--ckpt", help="denoise checkpoint written by `musicfx fit`")
+    common.add_io_arguments(parser, "audio files or folders", "output file (one input) or folder",
+                            "denoise checkpoint written by `musicfx fit`")
     parser.add_argument("--method", choices=("model", "spectral-gate"), default="model")
     common.add_engine_arguments(parser, shifts=True)
     parser.add_argument("--spectrogram", action="store_true", help="also write a before/after picture (.png)")

@@ -28,8 +28,8 @@ from typing import Optional, Sequence, Tuple
 
 from musicfx.audio.stems import MUSDB_STEMS
 from musicfx.automix import (
-    CEILING_DB, ParameterAverage, StemFiles, find_stems, load_features, model_mixer, normalize_stem_files, stem_file_names,
-    sum_mixer, write_mix,
+    CEILING_DB, ParameterAverage, StemFiles, find_stems, load_features, model_mixer, normalize_stem_files,
+    stem_file_names, sum_mixer, write_mix,
 )
 from musicfx.commands import common
 from musicfx.errors import MusicfxError

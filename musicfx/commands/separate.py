@@ -22,9 +22,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "separate", help="separate audio files into stems",
         description="Separate recordings of any length into stems with a trained checkpoint.",
     )
-    parser.add_argument("inputs", nargs="+", help="audio files or folders")
-    parser.add_argument("-o", "--output", required=True, help="output folder (one sub-folder per input)")
-    parser.add_argument("--ckpt", help="separation checkpoint written by `musicfx fit`")
+    common.add_io_arguments(parser, "audio files or folders", "output folder (one sub-folder per input)",
+                            "separation checkpoint written by `musicfx fit`")
     parser.add_argument("--stem-mp4", action="store_true", help="write OUT/<name>.stem.mp4 (needs ffmpeg)")
     common.add_engine_arguments(parser, shifts=True)
     common.add_output_arguments(parser)

@@ -46,6 +46,8 @@ class AutomixTask(Task):
         log_examples: validation examples logged as audio + spectrograms each validation.
     """
 
+    predict_key = "stems"
+
     def __init__(
         self,
         model: nn.Module,
@@ -151,10 +153,6 @@ class AutomixTask(Task):
                 signals = {"sum of stems": baseline[i], "estimate": estimate[i], "target": target[i]}
                 log_examples(logger, f"{stage}/example_{i}", signals, self.sample_rate, self.global_step)
 
-    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        stems = batch["stems"] if isinstance(batch, dict) else batch
-        return self.model(stems)
-
     @torch.no_grad()
     def mix(
         self,
@@ -176,7 +174,6 @@ class AutomixTask(Task):
             ``(2, time)`` at ``sample_rate``.
         """
         from musicfx.audio.io import convert_channels
-        from musicfx.inference import apply_model
 
         if stems.dim() != 3 or stems.shape[0] != len(self.stems):
             raise ValueError(f"expected ({len(self.stems)}, channels, time) stems ({', '.join(self.stems)}), "
@@ -187,8 +184,8 @@ class AutomixTask(Task):
         def model(x: torch.Tensor) -> torch.Tensor:
             return self.model(x.reshape(x.shape[0], count, channels, -1))
 
-        return apply_model(model, stems.reshape(count * channels, -1), sample_rate, self.sample_rate,
-                           count * channels, segment, overlap, device=self.device, progress=progress)
+        return self._infer(stems.reshape(count * channels, -1), sample_rate, segment, overlap, progress, model=model,
+                           channels=count * channels)
 
 
 __all__: List[str] = ["AutomixTask", "MUSDB_STEMS"]

@@ -35,6 +35,8 @@ class DenoiseTask(Task):
         log_examples: how many validation examples to log as audio + spectrogram each validation.
     """
 
+    predict_key = "noisy"
+
     def __init__(
         self,
         model: nn.Module,
@@ -90,10 +92,6 @@ class DenoiseTask(Task):
                 signals = {"noisy": noisy[i], "estimate": estimate[i], "clean": clean[i]}
                 log_examples(logger, f"{stage}/example_{i}", signals, self.sample_rate, self.global_step)
 
-    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        noisy = batch["noisy"] if isinstance(batch, dict) else batch
-        return self.model(noisy)
-
     @torch.no_grad()
     def denoise(
         self,
@@ -117,10 +115,7 @@ class DenoiseTask(Task):
         Returns:
             The denoised recording, same shape and rate as ``audio``.
         """
-        from musicfx.inference import apply_model
-
-        return apply_model(self.model, audio, sample_rate, self.sample_rate, self.channels, segment, overlap,
-                           device=self.device, progress=progress, shifts=shifts)
+        return self._infer(audio, sample_rate, segment, overlap, progress, shifts)
 
 
 class DenoiseData(pl.LightningDataModule):

@@ -53,6 +53,8 @@ class SeparationTask(Task):
         log_examples: validation examples logged as audio + spectrograms each validation.
     """
 
+    predict_key = "mix"
+
     def __init__(
         self,
         model: nn.Module,
@@ -198,10 +200,6 @@ class SeparationTask(Task):
         value = values[finite].mean() if count else values.new_zeros(())
         self.log(name, value, prog_bar=prog_bar, batch_size=count, sync_dist=True)
 
-    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        mix = batch["mix"] if isinstance(batch, dict) else batch
-        return self.model(mix)
-
     # -------------------------------------------------------------------------------------- inference
     @torch.no_grad()
     def separate(
@@ -226,10 +224,7 @@ class SeparationTask(Task):
         Returns:
             ``{source: (channels, time)}`` (or ``(time,)`` for 1-D input), at ``audio``'s rate and length.
         """
-        from musicfx.inference import apply_model
-
-        estimates = apply_model(self.model, audio, sample_rate, self.sample_rate, self.channels, segment, overlap,
-                                device=self.device, progress=progress, shifts=shifts)
+        estimates = self._infer(audio, sample_rate, segment, overlap, progress, shifts)
         return {name: estimates[index] for index, name in enumerate(self.sources)}
 
 
