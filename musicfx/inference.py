@@ -29,6 +29,7 @@ import math
 import subprocess
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -284,6 +285,34 @@ def _channel_fn(fn: ModelFn, model_channels: int, file_channels: int) -> ModelFn
 
 
 
+@dataclass(frozen=True)
+class Chunking:
+    """How the engine cuts audio for a model.
+
+    Attributes:
+        segment: seconds per model call.
+        overlap: fraction of ``segment`` cross-faded with the next, 0 to 0.5.
+        batch_size: segments per model call.
+        device: where the model runs.
+        shifts: test-time shift augmentation (see :class:`ShiftedOverlapAdd`); 0: none.
+        seed: of the shifts.
+    """
+
+    segment: float = 10.0
+    overlap: float = 0.25
+    batch_size: int = 1
+    device: Optional[torch.device] = None
+    shifts: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (self.segment > 0 and math.isfinite(self.segment)) or not 0 <= self.overlap <= 0.5:
+            raise ValueError(f"need segment > 0 and 0 <= overlap <= 0.5, got segment={self.segment}, "
+                             f"overlap={self.overlap}")
+        if self.shifts < 0:
+            raise ValueError(f"shifts must be >= 0, got {self.shifts}")
+
+
 class _Pipeline:
     """The one streaming path: ``(*in_shape, n)`` blocks at the audio's rate -> model -> back at that rate.
 
@@ -296,42 +325,27 @@ class _Pipeline:
         in_shape: the dimensions before time, e.g. ``(channels,)`` or ``(files, channels)``.
         frames: the audio's length at ``rate`` when known: a recording shorter than a segment runs in one
             model call on its own length (a 3 s file is not padded to a 10 s segment).
-        segment: seconds per model call; overlap: fraction of ``segment`` cross-faded (at most half).
-        batch_size, device: segments per model call and where the model runs.
-        shifts, seed: test-time shift augmentation (see :class:`ShiftedOverlapAdd`); 0: none.
+        chunking: segment, overlap, batch size, device and shifts.
     """
 
     def __init__(
-        self,
-        fn: ModelFn,
-        rate: int,
-        model_rate: int,
-        in_shape: Tuple[int, ...],
-        frames: Optional[int] = None,
-        segment: float = 10.0,
-        overlap: float = 0.25,
-        batch_size: int = 1,
-        device: Optional[torch.device] = None,
-        shifts: int = 0,
-        seed: int = 0,
+        self, fn: ModelFn, rate: int, model_rate: int, in_shape: Tuple[int, ...], frames: Optional[int],
+        chunking: Chunking,
     ) -> None:
-        if not (segment > 0 and math.isfinite(segment)) or not 0 <= overlap < 1:
-            raise ValueError(f"need segment > 0 and 0 <= overlap < 1, got segment={segment}, overlap={overlap}")
-        seg = max(1, int(round(segment * model_rate)))
-        overlap_frames = min(int(round(overlap * seg)), seg // 2)
+        seg = max(1, int(round(chunking.segment * model_rate)))
+        overlap_frames = min(int(round(chunking.overlap * seg)), seg // 2)
         whole = None if frames is None else max(1, math.ceil(frames * model_rate / rate))
-        if whole is not None and whole <= seg and not shifts:
+        if whole is not None and whole <= seg and not chunking.shifts:
             # The recording fits one segment: one model call on all of it, nothing to cross-fade.
             seg, overlap_frames = whole, 0
         self.rate, self.model_rate, self.in_shape = rate, model_rate, tuple(in_shape)
-        if shifts < 0:
-            raise ValueError(f"shifts must be >= 0, got {shifts}")
+
         def make_engine() -> OverlapAdd:
-            return OverlapAdd(fn, seg, overlap_frames, batch_size, device)
+            return OverlapAdd(fn, seg, overlap_frames, chunking.batch_size, chunking.device)
 
         self.engine: Union[OverlapAdd, ShiftedOverlapAdd] = (
-            ShiftedOverlapAdd(make_engine, shifts, int(MAX_SHIFT_SECONDS * model_rate), seed) if shifts
-            else make_engine()
+            ShiftedOverlapAdd(make_engine, chunking.shifts, int(MAX_SHIFT_SECONDS * model_rate), chunking.seed)
+            if chunking.shifts else make_engine()
         )
         self._to_model = _StreamResampler(rate, model_rate, int(np.prod(self.in_shape)))
         self._from_model: Optional[_StreamResampler] = None
@@ -401,10 +415,9 @@ def apply_model(
     ensure_finite(audio, "input audio")
     x = audio.detach().float().cpu()
     frames = x.shape[-1]
-    pipeline = _Pipeline(
-        _channel_fn(model, model_channels, x.shape[0]), sample_rate, model_sample_rate, (x.shape[0],), frames,
-        segment, overlap, batch_size, device or _model_device(model), shifts, seed,
-    )
+    chunking = Chunking(segment, overlap, batch_size, device or _model_device(model), shifts, seed)
+    pipeline = _Pipeline(_channel_fn(model, model_channels, x.shape[0]), sample_rate, model_sample_rate,
+                         (x.shape[0],), frames, chunking)
     block = max(1, int(block_seconds * sample_rate))
     starts: Any = range(0, frames, block)
     if progress:
@@ -645,6 +658,7 @@ def process_files(
     if len({p.resolve() for p in outputs}) != len(outputs):
         raise AudioError(f"two outputs share one path ({', '.join(map(str, outputs))})")
     formats = [_format_for(path) for path in outputs]  # an unwritable format fails before any work
+    chunking = Chunking(segment, overlap, batch_size, device or _model_device(model), shifts, seed)
     opened = _open_inputs(inputs, min_seconds)
     rate = opened[0].rate
     frames = max(item.frames for item in opened)
@@ -654,10 +668,7 @@ def process_files(
             "(drop --no-resample to resample automatically)"
         )
     channels = _input_channels(opened, input_channels)
-    pipeline = _Pipeline(
-        model, rate, model_sample_rate, (len(opened), channels), frames, segment, overlap, batch_size,
-        device or _model_device(model), shifts, seed,
-    )
+    pipeline = _Pipeline(model, rate, model_sample_rate, (len(opened), channels), frames, chunking)
     progress_bar = None
     if progress:
         from tqdm.auto import tqdm
