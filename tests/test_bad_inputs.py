@@ -167,6 +167,11 @@ def _cases() -> Dict[Tuple[str, str], Case]:
         lambda s: ["evaluate", "--musdb", "refs", "--ckpt", "separate.ckpt", "--overlap", "1"], ["--overlap"])
     cases["evaluate", "wrong checkpoint"] = (
         lambda s: ["evaluate", "--musdb", "refs", "--ckpt", "denoise.ckpt"], ["denoise.ckpt", "not a separation"])
+    cases["fxnorm", "unwritable output"] = (
+        lambda s: ["fxnorm", "features", "stems", "-o", str(UNWRITABLE / "f.npz"), "-q"], [str(UNWRITABLE)])
+    cases["fxnorm normalize", "unwritable output"] = (
+        lambda s: ["fxnorm", "normalize", ".", "-o", str(UNWRITABLE), "--features", "builtin", "-q"],
+        [str(UNWRITABLE)])
     cases["fit", "garbage --ckpt_path"] = (
         lambda s: ((s / "garbage.ckpt").write_bytes(b"this is not a checkpoint"),
                    ["fit", "-c", "recipe.yaml", "--ckpt_path", "garbage.ckpt"])[1], ["garbage.ckpt", "--ckpt_path"])

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from musicfx.audio.stems import MUSDB_STEMS
+from musicfx.commands import common
 from musicfx.errors import MusicfxError
 
 
@@ -65,15 +66,15 @@ def _features(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.is_dir():
         raise MusicfxError(f"{output}: is a folder; name the features file to write (e.g. features.npz)")
-    if output.exists() and not args.overwrite:
-        raise MusicfxError(f"{output}: exists; pass --overwrite to replace it")
     if not Path(args.root).is_dir():
         raise MusicfxError(f"{args.root}: no such dataset folder")
+    common.check_new_file(output, "-o", args.overwrite, [Path(args.root)])
     from musicfx.fxnorm.features import compute_features
 
-    features = compute_features(args.root, stems=args.stems, sample_rate=args.sample_rate, workers=args.workers,
-                                progress=not args.quiet, sequential=not args.single_pass)
-    features.save(output)
+    with common.writing_into(output.parent):  # an unwritable place fails before the measuring
+        features = compute_features(args.root, stems=args.stems, sample_rate=args.sample_rate,
+                                    workers=args.workers, progress=not args.quiet, sequential=not args.single_pass)
+        features.save(output)
     if not args.quiet:
         for stem in features.stems:
             mean, std = features.dynamics[stem]
@@ -92,8 +93,9 @@ def _normalize(args: argparse.Namespace) -> int:
     from musicfx.fxnorm.normalize import normalize_dataset
 
     features = FxNormFeatures.builtin() if args.features == "builtin" else FxNormFeatures.load(args.features)
-    summary = normalize_dataset(args.root, args.output, features, stems=args.stems, workers=args.workers,
-                                ir_folder=args.ir_folder, progress=not args.quiet, overwrite=args.overwrite)
+    with common.writing_into(Path(args.output)):
+        summary = normalize_dataset(args.root, args.output, features, stems=args.stems, workers=args.workers,
+                                    ir_folder=args.ir_folder, progress=not args.quiet, overwrite=args.overwrite)
     if not args.quiet:
         print(f"{len(summary.normalized)} songs normalised, {len(summary.cached)} already up to date -> {args.output}")
     return 0
