@@ -174,8 +174,7 @@ def writable_suffixes() -> set:
 
 def output_name(path: Path) -> str:
     """An input's output file name: its track name and suffix, ``.wav`` for a suffix libsndfile cannot write."""
-    suffix = path.suffix if path.suffix.lower() in writable_suffixes() and not path.name.lower().endswith(
-        ".stem.mp4") else ".wav"
+    suffix = path.suffix if path.suffix.lower() in writable_suffixes() else ".wav"  # song.stem.mp4 -> song.wav
     return f"{track_name(path)}{suffix}"
 
 

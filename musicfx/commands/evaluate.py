@@ -79,6 +79,7 @@ def _inputs(args: argparse.Namespace) -> List[Path]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``musicfx evaluate``; returns the exit status."""
+    import contextlib
     import warnings
 
     from musicfx.evaluate import evaluate_folders, evaluate_model
@@ -88,9 +89,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         common.check_new_file(Path(args.json), "--json", args.overwrite, _inputs(args))
     full = args.full or args.museval_dir is not None
+    estimates_out = Path(args.estimates_out) if args.estimates_out is not None else None
     # Skipped tracks and length mismatches are worth one line each, not a warning with its source line.
-    with warnings.catch_warnings(record=True) as caught:
+    with contextlib.ExitStack() as stack:
+        caught = stack.enter_context(warnings.catch_warnings(record=True))
         warnings.simplefilter("always")
+        if estimates_out is not None:  # a failed run leaves no empty folder behind
+            stack.enter_context(common.writing_into(estimates_out))
         if args.musdb is None:
             report = evaluate_folders(
                 Path(args.references), Path(args.estimates), targets=args.targets, full=full,
