@@ -723,7 +723,7 @@ def _mixture_model(model: ModelFn, model_channels: int, separator: bool) -> Mode
     holder: List[ModelFn] = []
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        mixture = x.sum(dim=1)
+        mixture = x[:, 0] if x.shape[1] == 1 else x.sum(dim=1)
         if not holder:  # the channel mapping is built once the files' channel count is known
             holder.append(_channel_fn(model, model_channels, mixture.shape[1]))
         y = holder[0](mixture)

@@ -211,18 +211,21 @@ def check_targets(targets: Sequence[Path], inputs: Sequence[Path], overwrite: bo
 
 
 def check_new_file(path: Path, flag: str, overwrite: bool, inputs: Iterable[Path] = ()) -> None:
-    """A side file a command writes (``--json``, ``--params``, a ``.png``): not a folder, not an input file or a
-    file inside an input folder, and not replaced without ``--overwrite``.
+    """A side file a command writes (``--json``, ``--params``, a ``.png``): not a folder, not an input (an input
+    file, or an audio file inside an input folder), and not replaced without ``--overwrite``.
 
     Raises:
         MusicfxError: naming ``path`` and ``flag``.
     """
+    from musicfx.audio.io import AUDIO_EXTENSIONS, STEM_EXTENSIONS
+
     if path.is_dir():
         raise MusicfxError(f"{path}: is a folder; {flag} names the file to write")
     resolved = path.resolve()
+    audio = path.name.lower().endswith(AUDIO_EXTENSIONS + STEM_EXTENSIONS)
     for item in inputs:
         item = Path(item).resolve()
-        if resolved == item or (path.exists() and item.is_dir() and item in resolved.parents):
+        if resolved == item or (audio and path.exists() and item.is_dir() and item in resolved.parents):
             raise MusicfxError(f"{path}: {flag} would overwrite an input; choose another file")
     if path.exists() and not overwrite:
         raise MusicfxError(f"{path}: exists; pass --overwrite to replace it ({flag})")
