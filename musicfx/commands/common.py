@@ -27,11 +27,9 @@ UNWRITABLE_AUDIO_SUFFIXES = (".mp3", ".mp4", ".m4a", ".aac", ".wma", ".webm", ".
 
 __all__ = [
     "MAX_OVERLAP", "MUSDB_STEMS", "OVERLAP", "SEGMENT", "UNWRITABLE_AUDIO_SUFFIXES", "add_engine_arguments",
-    "add_io_arguments",
-    "add_output_arguments", "audio_files", "check_engine_arguments", "check_inputs", "check_new_file",
-    "check_targets", "engine_options", "load_task", "output_name", "report_warnings", "resolve_device",
-    "track_name", "warn",
-    "writable_suffixes", "writing_into",
+    "add_io_arguments", "add_output_arguments", "audio_files", "check_engine_arguments", "check_inputs",
+    "check_new_file", "check_targets", "engine_options", "load_task", "output_name", "report_warnings",
+    "resolve_device", "track_name", "warn", "writable_suffixes", "writing_into",
 ]
 
 
