@@ -460,13 +460,15 @@ class _Input:
     """One input file read in blocks of ``(channels, n)`` at its own rate; decoded whole for stem files."""
 
     def __init__(self, path: Path) -> None:
-        from musicfx.audio.io import audio_info, is_stem_file, read_audio
+        from musicfx.audio.io import audio_info, is_stem_file, read_stems
 
         self.path = path
         self._audio: Optional[torch.Tensor] = None
         if is_stem_file(path):
-            # Stems decode whole through ffmpeg (and the header's length is off by the AAC padding).
-            self._audio, self.rate = read_audio(path)
+            # Stems decode whole through ffmpeg (and the header's length is off by the AAC padding); only
+            # stream 0, the mixture, is decoded.
+            streams, self.rate, _ = read_stems(path, streams=[0])
+            self._audio = streams[0]
             self.channels, self.frames = self._audio.shape
         else:
             info = audio_info(path)
