@@ -102,6 +102,8 @@ def debleed_files(
     inputs: Sequence[Path],
     outputs: Sequence[Path],
     model_sample_rate: Optional[int] = None,
+    segment: float = MODEL_SEGMENT,
+    overlap: float = MODEL_OVERLAP,
     **options: Any,
 ) -> List[Path]:
     """Stream the tracks of one recording through a debleed model into one file per track.
@@ -113,8 +115,8 @@ def debleed_files(
             beside multichannel ones are duplicated up, see the module docstring).
         outputs: one file per input, written with that input's channel count, at the inputs' rate.
         model_sample_rate: the model's rate (``None``: the files' own).
-        options: keyword arguments of :func:`musicfx.inference.process_files` (segment, default
-            :data:`MODEL_SEGMENT`; overlap, default :data:`MODEL_OVERLAP`; batch_size, device,
+        segment: seconds per model call; overlap: fraction of a segment cross-faded.
+        options: other keyword arguments of :func:`musicfx.inference.process_files` (batch_size, device,
             resample_input, progress, ...).
 
     Returns:
@@ -131,7 +133,7 @@ def debleed_files(
     infos = [audio_info(path) for path in inputs]
     rate = common_rate(inputs, infos)
     channels = max(info.channels for info in infos)
-    kwargs = dict({"segment": MODEL_SEGMENT, "overlap": MODEL_OVERLAP}, **options)
+    kwargs = dict(options, segment=segment, overlap=overlap)
     model_rate = rate if model_sample_rate is None else model_sample_rate
     fn = per_channel(model)
     if all(info.channels == channels for info in infos):
