@@ -186,7 +186,6 @@ class OverlapAdd:
         return out
 
 
-
 class ShiftedOverlapAdd:
     """Test-time shift augmentation around :class:`OverlapAdd` (Demucs' ``shifts``), streaming.
 
@@ -282,7 +281,6 @@ def _channel_fn(fn: ModelFn, model_channels: int, file_channels: int) -> ModelFn
         return y[..., :file_channels, :]
 
     return grouped
-
 
 
 @dataclass(frozen=True)
@@ -592,7 +590,6 @@ class _Outputs:
             self.written = self.frames
 
 
-
 def process_files(
     model: ModelFn,
     inputs: Sequence[PathLike],
@@ -715,7 +712,6 @@ def _check_silence(opened: Sequence[_Input], peaks: Sequence[float]) -> None:
         raise AudioError(f"{what} silent (all samples are zero)")
     if silent:
         warnings.warn(f"silent inputs (all samples are zero): {', '.join(map(str, silent))}", UserWarning, stacklevel=3)
-
 
 
 def _mixture_model(model: ModelFn, model_channels: int, separator: bool) -> ModelFn:
