@@ -266,7 +266,7 @@ def test_fft_reverb_is_a_direct_convolution_with_dry_wet():
 
 
 def test_fft_reverb_with_synthetic_rooms():
-    from musicfx.audio.rooms import synthetic_rir
+    from musicfx.synth.rooms import synthetic_rir
 
     ir = synthetic_rir(torch.tensor([1, 2], dtype=torch.int64), torch.tensor([0.3, 0.8]), SR, SR, 2, direct=False)
     x = torch.randn(2, 2, SR)

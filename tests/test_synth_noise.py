@@ -1,4 +1,4 @@
-"""Counter-based randomness and batched noise scenes (musicfx.synth.random, musicfx.synth.noise)."""
+"""Counter-based randomness and batched noise scenes (musicfx.rng, musicfx.synth.noise)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import default_collate
 
 from musicfx.synth import noise as N
-from musicfx.synth.random import derive_seeds, hash_bits, hash_normal, hash_uniform, mix64
+from musicfx.rng import derive_seeds, hash_bits, hash_normal, hash_uniform, mix64
 
 SR = 16000
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

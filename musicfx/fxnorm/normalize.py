@@ -61,6 +61,7 @@ import torch
 from musicfx.audio.fx import compressor, compressor_gain_db, fft_reverb, fir_filter, parametric_eq
 from musicfx.audio.loudness import normalize_loudness
 from musicfx.audio.spectral import fft_frequencies, istft, stft
+from musicfx.data.impulse_responses import read_impulse_responses
 from musicfx.errors import DataError, MusicfxError
 from musicfx.fxnorm.features import (
     DEFAULT_EQ_SMOOTH_HZ,
@@ -133,15 +134,8 @@ class NormalizeOptions:
 @functools.lru_cache(maxsize=4)
 def _impulse_responses(folder: str, sample_rate: int) -> Tuple[torch.Tensor, ...]:
     """Every audio file under ``folder`` at ``sample_rate``, scaled to unit energy (cached per process)."""
-    from musicfx.audio.io import read_audio
-    from musicfx.data.sources import list_audio_files
-
-    files = list_audio_files(folder)
-    if not files:
-        raise DataError(f"{folder}: no impulse responses (audio files) in this folder")
     responses = []
-    for path in files:
-        ir, _ = read_audio(path, sample_rate=sample_rate)
+    for path, ir in read_impulse_responses(folder, sample_rate):
         energy = float(ir.double().square().sum())
         if energy == 0.0:
             raise DataError(f"{path}: impulse response is silent")

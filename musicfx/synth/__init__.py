@@ -2,13 +2,13 @@
 
 Each builder pairs a CPU-side ``draw(generator)`` of one example's scalar scene parameters with a batched
 ``forward`` that renders the scenes on the device (in the datamodule's ``on_after_batch_transfer``).
-Randomness inside ``forward`` comes from the counter-based hashes of :mod:`musicfx.synth.random`, keyed by
+Randomness inside ``forward`` comes from the counter-based hashes of :mod:`musicfx.rng`, keyed by
 per-example seeds, so that an example's scene does not depend on the batch it lands in.
 """
 from .bleed import BleedSynth
 from .console import RandomConsole
 from .noise import NOISE_CATEGORIES, NoiseSynth, mix_at_snr, synthesize
-from .random import derive_seeds, hash_normal, hash_uniform
+from musicfx.rng import derive_seeds, hash_normal, hash_uniform
 from .remix import ChannelSwap, RandomGain, Remix, RemixAugment, Shift, SignFlip
 
 __all__ = [

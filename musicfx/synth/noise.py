@@ -3,7 +3,7 @@
 The dataset draws each example's scene *parameters* on the CPU (:meth:`NoiseSynth.draw`, with that
 example's own ``torch.Generator``); the datamodule moves them to the device with the clean chunks and calls
 :class:`NoiseSynth` in ``on_after_batch_transfer``. Waveforms come from counter-based hashes of a per-example
-``noise_seed`` (:mod:`musicfx.synth.random`), so an example's noise depends on nothing but its parameters:
+``noise_seed`` (:mod:`musicfx.rng`), so an example's noise depends on nothing but its parameters:
 not on the batch it lands in, its position there, the rank or the worker (bit for bit on one device; across
 devices up to float rounding).
 
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .random import derive_seeds, hash_normal, hash_uniform
+from musicfx.rng import derive_seeds, hash_normal, hash_uniform
 
 __all__ = [
     "NOISE_CATEGORIES",
