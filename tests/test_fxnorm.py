@@ -13,11 +13,11 @@ import torch
 from musicfx.audio.io import read_audio, write_audio
 from musicfx.audio.loudness import integrated_loudness
 from musicfx.errors import DataError, MusicfxError
+from musicfx.fxnorm.dataset import compute_features
 from musicfx.fxnorm.features import (
     FEATURES_VERSION,
     FxNormConfig,
     FxNormFeatures,
-    compute_features,
     feature_distances,
     measure_stem,
     onset_dynamics,
