@@ -12,6 +12,8 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
+from musicfx.errors import AudioError
+
 __all__ = ["eca_kernel_size", "ECA", "ResidualECABlock2d", "SupervisedAttention2d"]
 
 
@@ -151,8 +153,6 @@ def check_mix(mix: Tensor, channels: int, model: str) -> None:
     Raises:
         AudioError: naming ``model``, the expected and the actual shape.
     """
-    from musicfx.errors import AudioError
-
     if mix.dim() != 3 or mix.shape[1] != channels:
         raise AudioError(
             f"{model} expects a mix shaped (batch, {channels}, time), got {tuple(mix.shape)}; "
