@@ -30,13 +30,7 @@ TINY: Dict[str, Callable[[int], nn.Module]] = {
 MODELS = sorted(TINY)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(_few_threads):
-    # Tiny tensors: a second intra-op thread only adds synchronisation on the shared 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _build(name: str, tracks: int = 4, seed: int = 0) -> nn.Module:

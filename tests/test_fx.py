@@ -13,14 +13,7 @@ from musicfx.audio import fx
 SR = 16000
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(_few_threads):
-    # Tensors here are tiny: a second OpenMP thread only adds synchronisation, which costs 10x on a loaded
-    # machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _f64(value: float) -> torch.Tensor:

@@ -66,6 +66,7 @@ def stft(
     window: Optional[torch.Tensor] = None,
     center: bool = True,
     pad_mode: str = "reflect",
+    normalized: bool = False,
 ) -> torch.Tensor:
     """Complex one-sided STFT of a real signal.
 
@@ -79,6 +80,7 @@ def stft(
             ``t * hop_length``.
         pad_mode: padding used when ``center``; ``"reflect"`` falls back to ``"constant"`` (zeros) for
             signals too short to reflect (``time <= n_fft // 2``).
+        normalized: scale by ``1 / sqrt(n_fft)`` (``torch.stft``'s ``normalized``).
 
     Returns:
         Complex tensor ``(..., n_fft // 2 + 1, frames)`` (complex64, or complex128 for float64 input),
@@ -104,7 +106,7 @@ def stft(
             window=win,
             center=center,
             pad_mode=pad_mode,
-            normalized=False,
+            normalized=normalized,
             onesided=True,
             return_complex=True,
         )
@@ -118,6 +120,7 @@ def istft(
     length: int,
     window: Optional[torch.Tensor] = None,
     center: bool = True,
+    normalized: bool = False,
 ) -> torch.Tensor:
     """Inverse of :func:`stft` by windowed overlap-add.
 
@@ -128,6 +131,7 @@ def istft(
         length: number of output samples (the forward input's length), so no sample is lost or padded.
         window: the window used by the forward transform (default: periodic Hann of ``n_fft``).
         center: as in the forward transform.
+        normalized: as in the forward transform.
 
     Returns:
         Real tensor ``(..., length)`` (float32, or float64 for complex128 input).
@@ -151,7 +155,7 @@ def istft(
             win_length=win.shape[0],
             window=win,
             center=center,
-            normalized=False,
+            normalized=normalized,
             onesided=True,
             length=int(length),
         )
@@ -229,30 +233,57 @@ def db_to_power(db: torch.Tensor) -> torch.Tensor:
     return torch.pow(10.0, db / 10.0)
 
 
-class STFT(nn.Module):
-    """:func:`stft` as a module; its window is a non-persistent buffer, so ``.to(device)`` moves it and
-    checkpoints do not store it.
+class _Transform(nn.Module):
+    """What :class:`STFT` and :class:`ISTFT` share: the frame parameters and the window buffer."""
+
+    window: torch.Tensor
+
+    def __init__(
+        self, n_fft: int = 2048, hop_length: Optional[int] = None, center: bool = True, normalized: bool = False
+    ) -> None:
+        super().__init__()
+        self.n_fft = int(n_fft)
+        self.hop_length = int(hop_length) if hop_length is not None else self.n_fft // 4
+        if not 0 < self.hop_length <= self.n_fft:
+            raise ValueError(f"hop_length must be in [1, n_fft={self.n_fft}], got {self.hop_length}")
+        self.center = center
+        self.normalized = normalized
+        self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
+
+    def extra_repr(self) -> str:
+        return (f"n_fft={self.n_fft}, hop_length={self.hop_length}, center={self.center}"
+                + (", normalized=True" if self.normalized else ""))
+
+
+class STFT(_Transform):
+    """:func:`stft` as a module: the spectral front end of every spectrogram model. Its periodic Hann window
+    is a non-persistent buffer, so ``.to(device)`` moves it and checkpoints do not store it.
 
     Args:
         n_fft: FFT size.
         hop_length: frame step (default ``n_fft // 4``).
         center: see :func:`stft`.
+        normalized: see :func:`stft`.
+        pad_mode: see :func:`stft`; ``"constant"`` (zeros) makes any input length valid.
 
     Shapes:
         ``(..., time)`` -> complex ``(..., n_fft // 2 + 1, frames)``.
     """
 
-    window: torch.Tensor
-
-    def __init__(self, n_fft: int = 2048, hop_length: Optional[int] = None, center: bool = True) -> None:
-        super().__init__()
-        self.n_fft = int(n_fft)
-        self.hop_length = int(hop_length) if hop_length is not None else self.n_fft // 4
-        self.center = center
-        self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
+    def __init__(
+        self,
+        n_fft: int = 2048,
+        hop_length: Optional[int] = None,
+        center: bool = True,
+        normalized: bool = False,
+        pad_mode: str = "reflect",
+    ) -> None:
+        super().__init__(n_fft, hop_length, center, normalized)
+        self.pad_mode = pad_mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return stft(x, self.n_fft, self.hop_length, window=self.window, center=self.center)
+        return stft(x, self.n_fft, self.hop_length, window=self.window, center=self.center, pad_mode=self.pad_mode,
+                    normalized=self.normalized)
 
     def num_frames(self, length: int) -> int:
         """Frames produced for ``length`` input samples."""
@@ -261,30 +292,20 @@ class STFT(nn.Module):
         return 1 + (length - self.n_fft) // self.hop_length
 
     def extra_repr(self) -> str:
-        return f"n_fft={self.n_fft}, hop_length={self.hop_length}, center={self.center}"
+        return super().extra_repr() + (f", pad_mode={self.pad_mode!r}" if self.pad_mode != "reflect" else "")
 
 
-class ISTFT(nn.Module):
-    """:func:`istft` as a module, the inverse of :class:`STFT` with the same arguments.
+class ISTFT(_Transform):
+    """:func:`istft` as a module, the inverse of :class:`STFT` with the same ``n_fft``, ``hop_length``,
+    ``center`` and ``normalized``.
 
     Shapes:
         complex ``(..., n_fft // 2 + 1, frames)`` and ``length`` -> ``(..., length)``.
     """
 
-    window: torch.Tensor
-
-    def __init__(self, n_fft: int = 2048, hop_length: Optional[int] = None, center: bool = True) -> None:
-        super().__init__()
-        self.n_fft = int(n_fft)
-        self.hop_length = int(hop_length) if hop_length is not None else self.n_fft // 4
-        self.center = center
-        self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
-
     def forward(self, X: torch.Tensor, length: int) -> torch.Tensor:
-        return istft(X, self.n_fft, self.hop_length, length, window=self.window, center=self.center)
-
-    def extra_repr(self) -> str:
-        return f"n_fft={self.n_fft}, hop_length={self.hop_length}, center={self.center}"
+        return istft(X, self.n_fft, self.hop_length, length, window=self.window, center=self.center,
+                     normalized=self.normalized)
 
 
 def next_fast_len(n: int) -> int:

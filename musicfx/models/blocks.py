@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from musicfx.errors import AudioError
 
-__all__ = ["eca_kernel_size", "ECA", "ResidualECABlock2d", "SupervisedAttention2d"]
+__all__ = ["eca_kernel_size", "ECA", "ResidualECABlock2d", "SupervisedAttention2d", "check_mix", "check_tracks"]
 
 
 def eca_kernel_size(channels: int, gamma: float = 2.0, b: float = 1.0) -> int:
@@ -159,4 +159,19 @@ def check_mix(mix: Tensor, channels: int, model: str) -> None:
             "convert the channels (musicfx.audio.io.convert_channels) or build the model with matching channels"
         )
     if mix.shape[-1] < 1:
+        raise AudioError(f"{model} got empty audio (0 samples)")
+
+
+def check_tracks(mics: Tensor, num_tracks: int, model: str) -> None:
+    """The input check every debleed model shares: non-empty microphone tracks ``(batch, num_tracks, time)``.
+
+    Raises:
+        AudioError: naming ``model``, the expected and the actual shape.
+    """
+    if mics.dim() != 3 or mics.shape[1] != num_tracks:
+        raise AudioError(
+            f"{model} expects microphone tracks shaped (batch, {num_tracks}, time), got "
+            f"{tuple(mics.shape)}; build the model with num_tracks equal to the number of tracks"
+        )
+    if mics.shape[-1] < 1:
         raise AudioError(f"{model} got empty audio (0 samples)")
