@@ -41,6 +41,7 @@ LAYERS: Dict[str, int] = {
 
 #: Imports allowed between different parts of one layer.
 SIDEWAYS: FrozenSet[tuple] = frozenset({
+    ("losses", "metrics"),  # one reduction helper, and losses that are metrics (SI-SDR)
     ("tasks", "inference"),  # the tasks' predict/denoise helpers run the inference engine
     ("evaluate", "inference"),
     ("commands", "cli"),
