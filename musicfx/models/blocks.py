@@ -147,19 +147,22 @@ class SupervisedAttention2d(nn.Module):
         return self.to_features(features) * gate + features, estimate
 
 
+def _check_input(x: Tensor, rows: int, model: str, what: str, hint: str) -> None:
+    """A non-empty ``(batch, rows, time)`` input, or an AudioError naming ``model`` and both shapes."""
+    if x.dim() != 3 or x.shape[1] != rows:
+        raise AudioError(f"{model} expects {what} shaped (batch, {rows}, time), got {tuple(x.shape)}; {hint}")
+    if x.shape[-1] < 1:
+        raise AudioError(f"{model} got empty audio (0 samples)")
+
+
 def check_mix(mix: Tensor, channels: int, model: str) -> None:
     """The input check every separator shares: a non-empty ``(batch, channels, time)`` mix.
 
     Raises:
         AudioError: naming ``model``, the expected and the actual shape.
     """
-    if mix.dim() != 3 or mix.shape[1] != channels:
-        raise AudioError(
-            f"{model} expects a mix shaped (batch, {channels}, time), got {tuple(mix.shape)}; "
-            "convert the channels (musicfx.audio.io.convert_channels) or build the model with matching channels"
-        )
-    if mix.shape[-1] < 1:
-        raise AudioError(f"{model} got empty audio (0 samples)")
+    _check_input(mix, channels, model, "a mix",
+                 "convert the channels (musicfx.audio.io.convert_channels) or build the model with matching channels")
 
 
 def check_tracks(mics: Tensor, num_tracks: int, model: str) -> None:
@@ -168,10 +171,5 @@ def check_tracks(mics: Tensor, num_tracks: int, model: str) -> None:
     Raises:
         AudioError: naming ``model``, the expected and the actual shape.
     """
-    if mics.dim() != 3 or mics.shape[1] != num_tracks:
-        raise AudioError(
-            f"{model} expects microphone tracks shaped (batch, {num_tracks}, time), got "
-            f"{tuple(mics.shape)}; build the model with num_tracks equal to the number of tracks"
-        )
-    if mics.shape[-1] < 1:
-        raise AudioError(f"{model} got empty audio (0 samples)")
+    _check_input(mics, num_tracks, model, "microphone tracks",
+                 "build the model with num_tracks equal to the number of tracks")

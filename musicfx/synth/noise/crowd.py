@@ -4,25 +4,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from musicfx.synth.noise.dsp import (
-    _params,
-    _between,
-    _col,
-    _db,
-    _num_bins,
-    _freqs,
-    _taper,
-    _lowpass,
-    _highpass,
-    _resonance,
-    _spectral_noise,
-    _unit_rms,
-    _control_grid,
-    _to_audio_rate,
-    _check,
-    _pan_gains,
-    _EPS,
-)
+from musicfx.synth.noise.dsp import _between, _check, _col, _control_grid, _db, _EPS, _freqs, _highpass, _lowpass
+from musicfx.synth.noise.dsp import _num_bins, _pan_gains, _params, _resonance, _spectral_noise, _taper
+from musicfx.synth.noise.dsp import _to_audio_rate, _unit_rms
 
 __all__ = ["crowd_noise"]
 

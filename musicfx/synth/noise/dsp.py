@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from musicfx.rng import hash_normal, hash_uniform
+from musicfx.rng import derive_seeds, hash_normal, hash_uniform
 
 # (seeds (B,), channels, num_frames, sample_rate) -> (B, channels, num_frames) unit-RMS noise
 NoiseGenerator = Callable[[Tensor, int, int, int], Tensor]
@@ -226,6 +226,24 @@ def _combine(parts: Sequence[Tuple[Tensor, Tensor]]) -> Tensor:
     for signal, gain in parts:
         total.addcmul_(signal, _col(gain * _inverse_rms(signal)))
     return _unit_rms(total)
+
+
+def _combine_components(
+    seeds: Tensor, channels: int, num_frames: int, sample_rate: int,
+    parts: Sequence[Tuple[NoiseGenerator, int, Tensor]],
+) -> Tensor:
+    """:func:`_combine` of generated components, each seeded by ``derive_seeds(seeds, salt)``.
+
+    Args:
+        parts: ``(generator, salt, gain)`` triples, the gain (B,) linear.
+
+    Returns:
+        (B, channels, num_frames) unit-RMS sum.
+    """
+    return _combine([
+        (generator(derive_seeds(seeds, salt), channels, num_frames, sample_rate), gain)
+        for generator, salt, gain in parts
+    ])
 
 
 def _control_grid(num_frames: int, sample_rate: int, device: torch.device) -> Tuple[Tensor, float]:

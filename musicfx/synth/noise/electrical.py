@@ -7,22 +7,9 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from musicfx.rng import derive_seeds, hash_uniform
-from musicfx.synth.noise.dsp import (
-    _params,
-    _between,
-    _log_between,
-    _db,
-    _num_bins,
-    _freqs,
-    _highpass,
-    _one_pole,
-    _correlated_spectral_noise,
-    _unit_rms,
-    _combine,
-    _impulse_train,
-    _check,
-)
+from musicfx.rng import hash_uniform
+from musicfx.synth.noise.dsp import _between, _check, _combine_components, _correlated_spectral_noise, _db, _freqs
+from musicfx.synth.noise.dsp import _highpass, _impulse_train, _log_between, _num_bins, _one_pole, _params, _unit_rms
 
 __all__ = ["electrical_noise", "hum", "hiss", "clicks", "crackle"]
 
@@ -146,16 +133,13 @@ def electrical_noise(seeds: Tensor, channels: int, num_frames: int, sample_rate:
     """
     _check(seeds, channels, num_frames, sample_rate)
     p = _params(seeds, 7)
-    args = (channels, num_frames, sample_rate)
     hum_gain = _db(_between(p[:, 0], -12.0, 0.0))
     hiss_gain = _db(_between(p[:, 1], -20.0, 0.0)) * (p[:, 2] < 0.8)
     clicks_gain = _db(_between(p[:, 3], -12.0, 0.0)) * (p[:, 4] < 0.5)
     crackle_gain = _db(_between(p[:, 5], -20.0, -3.0)) * (p[:, 6] < 0.5)
-    return _combine(
-        [
-            (hum(derive_seeds(seeds, _SALT_HUM), *args), hum_gain),
-            (hiss(derive_seeds(seeds, _SALT_HISS), *args), hiss_gain),
-            (clicks(derive_seeds(seeds, _SALT_CLICKS), *args), clicks_gain),
-            (crackle(derive_seeds(seeds, _SALT_CRACKLE), *args), crackle_gain),
-        ]
-    )
+    return _combine_components(seeds, channels, num_frames, sample_rate, [
+        (hum, _SALT_HUM, hum_gain),
+        (hiss, _SALT_HISS, hiss_gain),
+        (clicks, _SALT_CLICKS, clicks_gain),
+        (crackle, _SALT_CRACKLE, crackle_gain),
+    ])

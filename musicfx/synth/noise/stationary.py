@@ -6,15 +6,8 @@ from typing import Union
 import torch
 from torch import Tensor
 
-from musicfx.synth.noise.dsp import (
-    _params,
-    _num_bins,
-    _freqs,
-    _power_law,
-    _correlated_spectral_noise,
-    _unit_rms,
-    _check,
-)
+from musicfx.synth.noise.dsp import _check, _correlated_spectral_noise, _freqs, _num_bins, _params, _power_law
+from musicfx.synth.noise.dsp import _unit_rms
 
 __all__ = ["stationary_noise", "coloured_noise"]
 

@@ -7,24 +7,9 @@ import torch
 from torch import Tensor
 
 from musicfx.rng import derive_seeds, hash_uniform
-from musicfx.synth.noise.dsp import (
-    _params,
-    _between,
-    _log_between,
-    _col,
-    _db,
-    _num_bins,
-    _freqs,
-    _lowpass,
-    _resonance,
-    _power_law,
-    _correlated_spectral_noise,
-    _combine,
-    _control_grid,
-    _to_audio_rate,
-    _check,
-    _pan_gains,
-)
+from musicfx.synth.noise.dsp import _between, _check, _col, _combine, _control_grid, _correlated_spectral_noise, _db
+from musicfx.synth.noise.dsp import _freqs, _log_between, _lowpass, _num_bins, _pan_gains, _params, _power_law
+from musicfx.synth.noise.dsp import _resonance, _to_audio_rate
 from musicfx.synth.rooms import SPEED_OF_SOUND
 
 __all__ = ["traffic_noise"]

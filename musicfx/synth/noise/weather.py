@@ -4,33 +4,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from musicfx.rng import derive_seeds, hash_uniform
-from musicfx.synth.noise.dsp import (
-    _params,
-    _between,
-    _log_between,
-    _col,
-    _db,
-    _num_bins,
-    _freqs,
-    _taper,
-    _lowpass,
-    _highpass,
-    _resonance,
-    _power_law,
-    _one_pole,
-    _spread,
-    _stereo_share,
-    _spectral_noise,
-    _correlated_spectral_noise,
-    _unit_rms,
-    _combine,
-    _control_grid,
-    _to_audio_rate,
-    _impulse_train,
-    _check,
-    _EPS,
-)
+from musicfx.rng import hash_uniform
+from musicfx.synth.noise.dsp import _between, _check, _col, _combine, _combine_components, _control_grid, _db
+from musicfx.synth.noise.dsp import _correlated_spectral_noise
+from musicfx.synth.noise.dsp import _EPS, _freqs, _highpass, _impulse_train, _log_between, _lowpass, _num_bins
+from musicfx.synth.noise.dsp import _one_pole, _params, _power_law, _resonance, _spectral_noise, _spread
+from musicfx.synth.noise.dsp import _stereo_share, _taper, _to_audio_rate, _unit_rms
 
 __all__ = ["weather_noise", "rain", "wind", "thunder"]
 
@@ -135,11 +114,8 @@ def weather_noise(seeds: Tensor, channels: int, num_frames: int, sample_rate: in
     p = _params(seeds, 6)
     has_rain, has_wind, has_thunder = p[:, 0] < 0.7, p[:, 1] < 0.6, p[:, 2] < 0.25
     has_rain = has_rain | ~(has_wind | has_thunder)
-    args = (channels, num_frames, sample_rate)
-    return _combine(
-        [
-            (rain(derive_seeds(seeds, _SALT_RAIN), *args), _db(_between(p[:, 3], -10.0, 0.0)) * has_rain),
-            (wind(derive_seeds(seeds, _SALT_WIND), *args), _db(_between(p[:, 4], -10.0, 0.0)) * has_wind),
-            (thunder(derive_seeds(seeds, _SALT_THUNDER), *args), _db(_between(p[:, 5], -6.0, 3.0)) * has_thunder),
-        ]
-    )
+    return _combine_components(seeds, channels, num_frames, sample_rate, [
+        (rain, _SALT_RAIN, _db(_between(p[:, 3], -10.0, 0.0)) * has_rain),
+        (wind, _SALT_WIND, _db(_between(p[:, 4], -10.0, 0.0)) * has_wind),
+        (thunder, _SALT_THUNDER, _db(_between(p[:, 5], -6.0, 3.0)) * has_thunder),
+    ])
