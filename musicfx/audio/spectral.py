@@ -8,7 +8,7 @@ input is upcast rather than rejected.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -59,6 +59,12 @@ def _resolve_window(
     return window.to(device=device, dtype=dtype)
 
 
+def _framing(n_fft: int, hop_length: int, window: torch.Tensor, center: bool, normalized: bool) -> Dict[str, Any]:
+    """The keyword arguments ``torch.stft`` and ``torch.istft`` share (one-sided spectra)."""
+    return dict(n_fft=n_fft, hop_length=hop_length, win_length=window.shape[0], window=window, center=center,
+                normalized=normalized, onesided=True)
+
+
 def stft(
     x: torch.Tensor,
     n_fft: int,
@@ -98,18 +104,8 @@ def stft(
     win = _resolve_window(window, n_fft, x.device, dtype)
     # Autocast would otherwise be free to run the FFT in half precision.
     with torch.autocast(device_type=x.device.type, enabled=False):
-        spec = torch.stft(
-            flat,
-            n_fft=n_fft,
-            hop_length=hop_length,
-            win_length=win.shape[0],
-            window=win,
-            center=center,
-            pad_mode=pad_mode,
-            normalized=normalized,
-            onesided=True,
-            return_complex=True,
-        )
+        spec = torch.stft(flat, pad_mode=pad_mode, return_complex=True,
+                          **_framing(n_fft, hop_length, win, center, normalized))
     return spec.reshape(*lead, spec.shape[-2], spec.shape[-1])
 
 
@@ -148,17 +144,7 @@ def istft(
     flat = X.reshape(-1, X.shape[-2], X.shape[-1]).to(complex_dtype)
     win = _resolve_window(window, n_fft, X.device, real_dtype)
     with torch.autocast(device_type=X.device.type, enabled=False):
-        y = torch.istft(
-            flat,
-            n_fft=n_fft,
-            hop_length=hop_length,
-            win_length=win.shape[0],
-            window=win,
-            center=center,
-            normalized=normalized,
-            onesided=True,
-            length=int(length),
-        )
+        y = torch.istft(flat, length=int(length), **_framing(n_fft, hop_length, win, center, normalized))
     return y.reshape(*lead, y.shape[-1])
 
 

@@ -51,6 +51,7 @@ class MultiResolutionSTFTLoss(nn.Module):
         reduction: str = "mean",
     ) -> None:
         super().__init__()
+        # why: auraloss takes seconds to import (scipy), and only this loss needs it.
         import auraloss
 
         self.stft = auraloss.freq.MultiResolutionSTFTLoss(
