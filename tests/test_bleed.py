@@ -7,7 +7,7 @@ from torch.utils.data import default_collate
 
 from musicfx.audio.spectral import fft_convolve
 from musicfx.data.impulse_responses import load_impulse_responses
-from musicfx.errors import ConfigError
+from musicfx.errors import ConfigError, DataError
 from musicfx.synth.bleed import BLEED_KINDS, BleedSynth
 from musicfx.synth.rooms import RoomIRBank, direct_path_ir
 
@@ -109,6 +109,16 @@ def test_convolutive_with_recorded_impulse_responses(tmp_path):
     a = params["gains"][0, :, 0]
     torch.testing.assert_close(mics[0, :, 0, 0], a, rtol=0, atol=1e-5)
     torch.testing.assert_close(mics[0, :, 0, 90], -0.5 * a, rtol=0, atol=1e-5)
+
+
+def test_recorded_impulse_responses_errors(tmp_path):
+    with pytest.raises(DataError, match="no impulse responses"):
+        load_impulse_responses(tmp_path, SR, 100)
+    with pytest.raises(ValueError, match="impulse_responses"):
+        BleedSynth("convolutive", num_tracks=M, sample_rate=SR, impulse_responses=torch.ones(100))
+    longer = BleedSynth("convolutive", num_tracks=M, sample_rate=SR, ir_length=0.01,
+                        impulse_responses=torch.arange(200.0).view(2, 100))
+    assert torch.equal(longer.file_irs, torch.arange(200.0).view(2, 100)[:, :80])
 
 
 def test_room_kind_with_a_tiny_bank(tmp_path):

@@ -1,6 +1,6 @@
 """Layers only point down: every import in the package, module-level and inside functions, is checked.
 
-The table (docs/architecture.md draws it): ``rng`` and ``errors`` at the bottom; ``audio`` above them;
+The table (the layers of DESIGN.md): ``rng`` and ``errors`` at the bottom; ``audio`` above them;
 ``data`` above ``audio``; ``synth`` and ``fxnorm`` above ``data``; the plain-PyTorch packages (``models``,
 ``losses``, ``metrics``, ``baselines``) above those; then the Lightning tasks, the inference engine and
 evaluation; then ``api``; ``commands`` and ``cli`` on top. A package may import its own modules and any
