@@ -135,6 +135,16 @@ def test_di_cae_windows_and_overlap_average_invert_each_other(shared: bool) -> N
     torch.testing.assert_close(windows[0, 2], torch.tensor([0.0, 3.0, 1.0, 4.0, 2.0, 5.0]))
 
 
+@pytest.mark.parametrize("name", ["f_unet", "df_unet"])
+def test_u_net_parameter_names_are_those_of_saved_checkpoints(name: str) -> None:
+    # f-UNet and df-UNet share one skeleton (models.track_unet); checkpoints saved before keep loading.
+    keys = set(_build(name).state_dict())
+    for key in ("encoders.1.conv2.own.weight", "encoders.1.conv2.all.weight", "encoders.0.norm1.running_mean",
+                "bottleneck.conv1.own.bias", "ups.1.weight", "decoders.0.norm2.weight", "out.weight", "out.bias"):
+        assert key in keys, key
+    assert not any("window" in key for key in keys)
+
+
 @pytest.mark.parametrize("name", ["f_unet", "df_unet", "t_unet"])
 def test_untrained_model_passes_the_tracks_through(name: str) -> None:
     model = _build(name, 4).train()
