@@ -38,6 +38,15 @@ def _build(name: str, tracks: int = 4, seed: int = 0) -> nn.Module:
     return TINY[name](tracks)
 
 
+def _moved(name: str, tracks: int = 4) -> nn.Module:
+    """A model in eval mode moved off its initial (identity) point, so that checks on it are not trivial."""
+    model = _build(name, tracks).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
 def _bleed_matrix(batch: int, tracks: int, generator: torch.Generator) -> Tensor:
     """The seed's linear bleed: diagonal U(0.6, 1), off-diagonal U(0.05, 0.31), ``(batch, tracks, tracks)``."""
     off = 0.05 + 0.26 * torch.rand(batch, tracks, tracks, generator=generator)
@@ -156,24 +165,19 @@ def test_untrained_model_passes_the_tracks_through(name: str) -> None:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_scale_equivariant(name: str) -> None:
-    model = _build(name, 4).eval()
+    model = _moved(name)
     mics = torch.randn(2, 4, 1200)
     with torch.no_grad():
-        # Move every model off its initial (identity) point so the check is not trivial.
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
         small, large = model(mics), model(20.0 * mics)
     torch.testing.assert_close(large, 20.0 * small, rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_permuting_tracks_permutes_the_output(name: str) -> None:
-    model = _build(name, 4).eval()
+    model = _moved(name)
     mics = torch.randn(2, 4, 1100)
     perm = torch.tensor([2, 0, 3, 1])
     with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
         out, out_permuted = model(mics), model(mics[:, perm])
     assert not torch.allclose(out, mics, atol=1e-3)  # the check below is not about the identity
     torch.testing.assert_close(out_permuted, out[:, perm], rtol=1e-4, atol=1e-5)
@@ -181,11 +185,9 @@ def test_permuting_tracks_permutes_the_output(name: str) -> None:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_runs_under_bf16_autocast(name: str) -> None:
-    model = _build(name, 4).eval()
+    model = _moved(name)
     mics = torch.randn(1, 4, 1024)
     with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
         reference = model(mics)
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
             out = model(mics)
