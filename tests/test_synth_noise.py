@@ -145,6 +145,14 @@ def test_hash_identical_on_cuda():
 
 
 # ------------------------------------------------------------------------------------------- noise
+def test_categories_come_from_one_registry_in_a_fixed_order():
+    # Scenes store a category as its index: the order is part of every seeded dataset.
+    assert N.NOISE_CATEGORIES == ("electrical", "crowd", "weather", "traffic", "stationary")
+    assert N.NOISE_CATEGORIES == tuple(N.GENERATORS)
+    with pytest.raises(TypeError):
+        N.GENERATORS["extra"] = N.stationary_noise  # type: ignore[index]
+
+
 @pytest.mark.parametrize("category", N.NOISE_CATEGORIES)
 @pytest.mark.parametrize("channels", [1, 2])
 def test_category_is_finite_unit_rms_and_seeded(category, channels):
