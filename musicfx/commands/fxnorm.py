@@ -69,7 +69,7 @@ def _features(args: argparse.Namespace) -> int:
     if not Path(args.root).is_dir():
         raise MusicfxError(f"{args.root}: no such dataset folder")
     common.check_new_file(output, "-o", args.overwrite, [Path(args.root)])
-    from musicfx.fxnorm.features import compute_features
+    from musicfx.fxnorm.dataset import compute_features
 
     with common.writing_into(output.parent):  # an unwritable place fails before the measuring
         features = compute_features(args.root, stems=args.stems, sample_rate=args.sample_rate,
