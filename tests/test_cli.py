@@ -171,3 +171,13 @@ def test_a_failed_run_leaves_no_folder_it_created(tmp_path, capsys) -> None:
         code, err = _run(capsys, "denoise", str(source), "-o", str(output), "--method", "spectral-gate", "-q")
         _assert_one_error_line(code, err, "silent")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing", "in.wav"] and not list(existing.iterdir())
+
+
+@pytest.mark.parametrize("command", ["separate", "debleed"])
+def test_a_real_checkpoint_of_another_task_is_one_line(command, trained_checkpoint, tmp_path, capsys) -> None:
+    for name in ("vocals", "drums"):
+        sf.write(tmp_path / f"{name}.wav", _music(), 22050)
+    code, err = _run(capsys, command, str(tmp_path / "vocals.wav"), str(tmp_path / "drums.wav"), "-o",
+                     str(tmp_path / "out"), "--ckpt", str(trained_checkpoint), "-q")
+    _assert_one_error_line(code, err, str(trained_checkpoint), "DenoiseTask", "musicfx denoise")
+    assert not (tmp_path / "out").exists()
