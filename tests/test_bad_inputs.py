@@ -82,9 +82,9 @@ def space(tmp_path: Path, monkeypatch) -> Path:
             sf.write(tmp_path / folder / f"{name}.wav", _music(), SR, subtype="FLOAT")
     real_load = musicfx.api.load
 
-    def load(checkpoint, device="cpu"):
+    def load(checkpoint, device="cpu", **options):
         task = TASKS.get(Path(checkpoint).name)
-        return task() if task is not None else real_load(checkpoint, device=device)
+        return task() if task is not None else real_load(checkpoint, device=device, **options)
 
     monkeypatch.setattr(musicfx.api, "load", load)
     monkeypatch.chdir(tmp_path)
