@@ -251,6 +251,7 @@ def restore(
     progress: bool = True,
     overwrite: bool = False,
     device: Optional[Any] = None,
+    plot: bool = True,
 ) -> Dict[str, Any]:
     """Restore a live multitrack session: clean tracks, normalized tracks, a mix and a report.
 
@@ -265,6 +266,7 @@ def restore(
         progress: a progress bar per stage.
         overwrite: replace an existing ``output`` folder (only once the new one is complete).
         device: where checkpoints run (default: CPU).
+        plot: draw ``OUT/report.png`` (a few seconds of matplotlib per track; off for batch runs and tests).
 
     Returns:
         The report written to ``OUT/report.json``.
@@ -354,7 +356,8 @@ def restore(
         report = _report(info, cleaned, normalized, before, after, leveled, mixed, times,
                          dict(debleed=debleed, denoise=denoise, normalize=normalize, mix=mix))
         report["seconds"]["measure"] = time.perf_counter() - start
-        _plot(work / "report.png", info, cleaned, report)
+        if plot:
+            _plot(work / "report.png", info, cleaned, report)
         (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         _move_into_place(work, output)
     except BaseException:
