@@ -65,6 +65,10 @@ FLOOR_FRAME_SECONDS, FLOOR_PERCENTILE = 0.05, 10.0
 MEASURE_BLOCK_SECONDS = 10.0
 #: Spectrogram excerpt, seconds.
 PLOT_SECONDS = 5.0
+#: Seconds read from each file at a time by the engine's stages.
+BLOCK_SECONDS = 30.0
+#: Seconds per segment of the normalize stage (see :mod:`musicfx.fxnorm.stream`).
+NORMALIZE_SEGMENT = 30.0
 #: Chunking of the denoise stage (the spectral gate estimates its noise per segment).
 DENOISE_SEGMENT, DENOISE_OVERLAP = 30.0, 0.1
 
@@ -302,7 +306,7 @@ def restore(
             folder.mkdir()
         cleaned = [tracks_dir / f"{name}.wav" for name in info.names]
         normalized = [norm_dir / f"{name}.wav" for name in info.names]
-        engine = {"progress": progress}
+        engine = {"progress": progress, "block_seconds": BLOCK_SECONDS}
 
         start = time.perf_counter()
         if debleeder is None:
@@ -339,7 +343,7 @@ def restore(
             from musicfx.fxnorm.stream import normalize_file
 
             for source, target, cls in zip(cleaned, normalized, info.classes):
-                normalize_file(source, target, cls, features, **engine)
+                normalize_file(source, target, cls, features, segment=NORMALIZE_SEGMENT, **engine)
         times["normalize"] = time.perf_counter() - start
 
         start = time.perf_counter()

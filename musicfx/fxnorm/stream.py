@@ -39,18 +39,21 @@ EXCERPT_SECONDS, EXCERPT_PIECES = 60.0, 6
 SEGMENT_SECONDS, SEGMENT_OVERLAP = 30.0, 0.1
 
 
-def excerpt(path: Path, sample_rate: Optional[int] = None, seconds: float = EXCERPT_SECONDS,
-            pieces: int = EXCERPT_PIECES) -> Tuple[torch.Tensor, int]:
+def excerpt(path: Path, sample_rate: Optional[int] = None, seconds: Optional[float] = None,
+            pieces: Optional[int] = None) -> Tuple[torch.Tensor, int]:
     """Up to ``seconds`` of a file: the whole file when shorter, else ``pieces`` evenly spaced pieces joined.
 
     Args:
         path: an audio file.
         sample_rate: resample to this rate (``None``: the file's).
-        seconds: longest excerpt; pieces: how many pieces it is cut into.
+        seconds: longest excerpt (default :data:`EXCERPT_SECONDS`); pieces: how many pieces it is cut into
+            (default :data:`EXCERPT_PIECES`).
 
     Returns:
         ``(channels, time)`` and its rate.
     """
+    seconds = EXCERPT_SECONDS if seconds is None else seconds
+    pieces = EXCERPT_PIECES if pieces is None else pieces
     info = audio_info(path)
     length = int(seconds * info.sample_rate)
     if info.frames <= length:
