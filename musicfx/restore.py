@@ -75,10 +75,10 @@ DENOISE_SEGMENT, DENOISE_OVERLAP = 30.0, 0.1
 
 def track_class(name: str) -> str:
     """The FxNorm stem class of a track name, by its tokens (see :data:`CLASS_TOKENS`)."""
-    tokens = [token for token in re.split(r"[^a-z]+", name.lower()) if token]
+    # Words split at anything but letters, so "Vocal2", "02_kick" and "OH-L" give "vocal", "kick", "oh".
+    tokens = {token for token in re.split(r"[^a-z]+", name.lower()) if token}
     for cls, words in CLASS_TOKENS.items():
-        if any(token in words or any(token.startswith(word) for word in words if len(word) >= 4)
-               for token in tokens):
+        if tokens & set(words):
             return cls
     return "other"
 
@@ -299,6 +299,9 @@ def restore(
 
     output.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=str(output.parent), prefix=f".{output.name}.musicfx-restore-"))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(work, 0o777 & ~umask)  # mkdtemp's 0700 would make OUT private once renamed
     times: Dict[str, float] = {}
     try:
         tracks_dir, norm_dir = work / "tracks", work / "normalized"
@@ -506,8 +509,8 @@ def _plot(path: Path, info: Session, cleaned: Sequence[Path], report: Dict[str, 
     signals = {}
     for source, clean, name in zip(info.paths, cleaned, info.names):
         floor = report["tracks"][name]["noise_floor_dbfs"]
-        signals[f"{name} before (floor {floor['before']} dBFS)"] = read_audio(source, start=start, frames=length)[0]
-        signals[f"{name} after (floor {floor['after']} dBFS)"] = read_audio(clean, start=start, frames=length)[0]
+        signals[f"{name} before\n(floor {floor['before']:.1f} dBFS)"] = read_audio(source, start=start, frames=length)[0]
+        signals[f"{name} after\n(floor {floor['after']:.1f} dBFS)"] = read_audio(clean, start=start, frames=length)[0]
     leak = report["leakage"]
     save_spectrogram_png(path, signals, info.sample_rate,
                          title=f"musicfx restore: leakage {leak['before']:.3f} -> {leak['after']:.3f}")

@@ -105,8 +105,8 @@ def test_full_run_writes_everything(shared_data, tmp_path) -> None:
 
 def test_track_classes() -> None:
     assert [track_class(n) for n in ("Lead Vocal", "02_vox", "kick_in", "OH_L", "snare-top", "Bass DI", "Gtr 1",
-                                     "keys", "singer2", "hihat")] == [
-        "vocals", "vocals", "drums", "drums", "drums", "bass", "other", "other", "vocals", "drums"]
+                                     "keys", "singer2", "hihat", "Bassoon")] == [
+        "vocals", "vocals", "drums", "drums", "drums", "bass", "other", "other", "vocals", "drums", "other"]
 
 
 def test_checkpoints_plug_in(tmp_path, monkeypatch) -> None:
