@@ -508,9 +508,10 @@ def _plot(path: Path, info: Session, cleaned: Sequence[Path], report: Dict[str, 
     start = (info.frames - length) // 2
     signals = {}
     for source, clean, name in zip(info.paths, cleaned, info.names):
-        floor = report["tracks"][name]["noise_floor_dbfs"]
-        signals[f"{name} before\n(floor {floor['before']:.1f} dBFS)"] = read_audio(source, start=start, frames=length)[0]
-        signals[f"{name} after\n(floor {floor['after']:.1f} dBFS)"] = read_audio(clean, start=start, frames=length)[0]
+        floor = {key: "-inf" if value is None else f"{value:.1f}"
+                 for key, value in report["tracks"][name]["noise_floor_dbfs"].items()}
+        signals[f"{name} before\n(floor {floor['before']} dBFS)"] = read_audio(source, start=start, frames=length)[0]
+        signals[f"{name} after\n(floor {floor['after']} dBFS)"] = read_audio(clean, start=start, frames=length)[0]
     leak = report["leakage"]
     save_spectrogram_png(path, signals, info.sample_rate,
                          title=f"musicfx restore: leakage {leak['before']:.3f} -> {leak['after']:.3f}")
