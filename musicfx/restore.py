@@ -16,7 +16,7 @@ Every stage streams through :mod:`musicfx.inference` (memory does not depend on 
 * **denoise** each track: the spectral gate (its noise estimated per 30 s segment) or a denoise
   checkpoint;
 * **normalize** each track toward the FxNorm features of its stem class
-  (:func:`musicfx.fxnorm.stream.normalize_file`: the choices are made on a bounded excerpt, up to 60 s in
+  (:func:`normalize_file`: the choices are made on a bounded excerpt, up to 60 s in
   six pieces spread over the track, then applied block by block). The class comes from the file name's
   tokens: ``vocal``/``vocals``/``voc``/``vox``/``sing``/``singer`` -> vocals; ``drum``/``drums``/``kick``/
   ``snare``/``hat``/``hihat``/``tom``/``overhead``/``oh``/``cymbal`` -> drums; ``bass`` -> bass; anything
@@ -67,8 +67,8 @@ MEASURE_BLOCK_SECONDS = 10.0
 PLOT_SECONDS = 5.0
 #: Seconds read from each file at a time by the engine's stages.
 BLOCK_SECONDS = 30.0
-#: Seconds per segment of the normalize stage (see :mod:`musicfx.fxnorm.stream`).
-NORMALIZE_SEGMENT = 30.0
+#: Chunking of the normalize stage: long segments, so the compressor's restart is rare and cross-faded.
+NORMALIZE_SEGMENT, NORMALIZE_OVERLAP = 30.0, 0.1
 #: Chunking of the denoise stage (the spectral gate estimates its noise per segment).
 DENOISE_SEGMENT, DENOISE_OVERLAP = 30.0, 0.1
 
@@ -343,8 +343,6 @@ def restore(
             for source, target in zip(cleaned, normalized):
                 _copy(source, target)
         else:
-            from musicfx.fxnorm.stream import normalize_file
-
             for source, target, cls in zip(cleaned, normalized, info.classes):
                 normalize_file(source, target, cls, features, segment=NORMALIZE_SEGMENT, **engine)
         times["normalize"] = time.perf_counter() - start
@@ -371,6 +369,43 @@ def restore(
         shutil.rmtree(work, ignore_errors=True)
         raise
     return report
+
+
+def normalize_file(path: Path, output: Path, stem: str, features: Any, options: Optional[Any] = None,
+                   **process: Any) -> Any:
+    """FxNorm-normalize one audio file into ``output`` (float WAV at the file's rate), in bounded memory.
+
+    The choices are made on a bounded excerpt (:mod:`musicfx.fxnorm.stream`) and applied in segments of
+    :data:`NORMALIZE_SEGMENT` seconds cross-faded over :data:`NORMALIZE_OVERLAP`, so the compressor's
+    restart at each segment start falls inside a cross-fade.
+
+    Args:
+        path: the stem file (any length, rate and channel count).
+        output: the file to write (atomically).
+        stem: its stem type; features: the targets (:class:`~musicfx.fxnorm.features.FxNormFeatures`);
+            options: the stages' settings (:class:`~musicfx.fxnorm.normalize.NormalizeOptions`).
+        process: keyword arguments of :func:`musicfx.inference.process_files` (progress, ...).
+
+    Returns:
+        The processing chosen on the excerpt (:class:`~musicfx.fxnorm.stream.StreamNormalization`).
+    """
+    import torch
+
+    from musicfx.fxnorm import stream
+    from musicfx.inference import process_files
+
+    rate = features.config.sample_rate
+    audio, _ = stream.excerpt(path, rate)
+    chosen = stream.plan(audio, stem, features, options)
+    del audio
+
+    def model(x: torch.Tensor) -> torch.Tensor:  # (batch, 1, channels, time)
+        return torch.stack([chosen.apply(item[0], rate, features, options) for item in x]).unsqueeze(1)
+
+    process.setdefault("segment", NORMALIZE_SEGMENT)
+    process.setdefault("overlap", NORMALIZE_OVERLAP)
+    process_files(model, [path], [output], rate, None, None, **process)
+    return chosen
 
 
 def _debleed_model(option: str, info: Session, device: Any) -> Tuple[Optional[Callable], Optional[int], List[int]]:

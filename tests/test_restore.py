@@ -25,6 +25,13 @@ SR = 44100
 SECONDS = 3.0
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Short tensors through many small engine calls: a second thread only adds contention on a busy machine.
+    torch.set_num_threads(1)
+    yield
+
+
 def _session(shared_data: Path, folder: Path, kind: str) -> torch.Tensor:
     """NZ Tour stems (mono, 3 s from 4 s in) through a ``kind`` bleed scene plus white noise (-50 dBFS RMS, a quiet room),
     written as ``folder/<stem>.wav``; returns the targets ``(tracks, 1, time)``: each microphone's own source

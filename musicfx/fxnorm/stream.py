@@ -3,8 +3,9 @@
 :func:`~musicfx.fxnorm.normalize.normalize_stem` measures the whole stem (its average spectrum, onset
 levels, loudness). Here those choices are made once, on a bounded excerpt of the file
 (:func:`excerpt`: up to :data:`EXCERPT_SECONDS` seconds in evenly spaced pieces across the whole file),
-and the resulting fixed processing is then applied block by block through the streaming engine
-(:func:`musicfx.inference.process_files`, 30 s segments cross-faded over 10 %):
+and the resulting fixed processing (:class:`StreamNormalization`) is then applied segment by segment by
+the streaming engine (:func:`musicfx.restore.normalize_file` runs it through
+:func:`musicfx.inference.process_files`, 30 s segments cross-faded over 10 %):
 
 * **eq**: the gain to ``eq_lufs`` and the matching FIR, both from the excerpt;
 * **compression**: the peak-normalising gain (the excerpt's peak after EQ) and the compressor setting the
@@ -35,8 +36,6 @@ from musicfx.fxnorm.normalize import (
 
 #: Longest excerpt the normalization choices are made on, seconds, and how many pieces it is taken in.
 EXCERPT_SECONDS, EXCERPT_PIECES = 60.0, 6
-#: Chunking of the application: long segments, so the compressor's restart is rare and cross-faded.
-SEGMENT_SECONDS, SEGMENT_OVERLAP = 30.0, 0.1
 
 
 def excerpt(path: Path, sample_rate: Optional[int] = None, seconds: Optional[float] = None,
@@ -129,32 +128,3 @@ def plan(audio: torch.Tensor, stem: str, features: FxNormFeatures,
     processed = chosen.apply(x, rate, features, options)
     loud_gain = 10.0 ** (float(loudness_gain_db(processed, rate, float(features.require(stem, "loudness")[0]))) / 20.0)
     return StreamNormalization(stem, eq_gain, taps, peak_gain, setting, pan_target, loud_gain)
-
-
-def normalize_file(path: Path, output: Path, stem: str, features: FxNormFeatures,
-                   options: Optional[NormalizeOptions] = None, **process: Any) -> StreamNormalization:
-    """FxNorm-normalize one audio file into ``output`` (float WAV at the file's rate), in bounded memory.
-
-    Args:
-        path: the stem file (any length, rate and channel count).
-        output: the file to write (atomically).
-        stem: its stem type; features: the targets; options: the stages' settings.
-        process: keyword arguments of :func:`musicfx.inference.process_files` (progress, ...).
-
-    Returns:
-        The processing chosen on the excerpt.
-    """
-    from musicfx.inference import process_files
-
-    rate = features.config.sample_rate
-    audio, _ = excerpt(path, rate)
-    chosen = plan(audio, stem, features, options)
-    del audio
-
-    def model(x: torch.Tensor) -> torch.Tensor:  # (batch, 1, channels, time)
-        return torch.stack([chosen.apply(item[0], rate, features, options) for item in x]).unsqueeze(1)
-
-    process.setdefault("segment", SEGMENT_SECONDS)
-    process.setdefault("overlap", SEGMENT_OVERLAP)
-    process_files(model, [path], [output], rate, None, None, **process)
-    return chosen
