@@ -303,6 +303,10 @@ def restore(
     os.umask(umask)
     os.chmod(work, 0o777 & ~umask)  # mkdtemp's 0700 would make OUT private once renamed
     times: Dict[str, float] = {}
+    from tqdm.auto import tqdm
+
+    # One bar over the stages; the engine adds one per file inside each stage.
+    stages = tqdm(total=5, desc="restore", unit="stage", disable=not progress)
     try:
         tracks_dir, norm_dir = work / "tracks", work / "normalized"
         for folder in (tracks_dir, norm_dir, work / "debleed"):
@@ -311,6 +315,7 @@ def restore(
         normalized = [norm_dir / f"{name}.wav" for name in info.names]
         engine = {"progress": progress, "block_seconds": BLOCK_SECONDS}
 
+        stages.set_postfix_str("debleed")
         start = time.perf_counter()
         if debleeder is None:
             debleeded = list(info.paths)
@@ -324,6 +329,8 @@ def restore(
                           segment=KAMIR_SEGMENT if kamir else MODEL_SEGMENT,
                           overlap=KAMIR_OVERLAP if kamir else MODEL_OVERLAP, **engine)
         times["debleed"] = time.perf_counter() - start
+        stages.set_postfix_str("denoise")
+        stages.update()
 
         start = time.perf_counter()
         from musicfx.inference import process_file
@@ -336,6 +343,8 @@ def restore(
                 process_file(denoiser, source, target, denoise_rate or rate, channels, device=device,
                              segment=DENOISE_SEGMENT, overlap=DENOISE_OVERLAP, **engine)
         times["denoise"] = time.perf_counter() - start
+        stages.set_postfix_str("normalize")
+        stages.update()
         shutil.rmtree(work / "debleed")
 
         start = time.perf_counter()
@@ -346,6 +355,8 @@ def restore(
             for source, target, cls in zip(cleaned, normalized, info.classes):
                 normalize_file(source, target, cls, features, segment=NORMALIZE_SEGMENT, **engine)
         times["normalize"] = time.perf_counter() - start
+        stages.set_postfix_str("mix")
+        stages.update()
 
         start = time.perf_counter()
         from musicfx.automix import write_mix
@@ -354,6 +365,8 @@ def restore(
                           **engine)
         (work / "raw_mix.wav").unlink()
         times["mix"] = time.perf_counter() - start
+        stages.set_postfix_str("measure")
+        stages.update()
 
         start = time.perf_counter()
         after = {path: measure_file(path) for path in cleaned}
@@ -365,9 +378,12 @@ def restore(
             _plot(work / "report.png", info, cleaned, report)
         (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         _move_into_place(work, output)
+        stages.update()
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    finally:
+        stages.close()
     return report
 
 
