@@ -203,6 +203,9 @@ def _case(tmp_path: Path, case: str) -> Tuple[List[str], List[str]]:
     if case == "same":
         _write(session, ["vocals", "bass"])
         return [str(session), "-o", str(session)], ["inside the session"]
+    if case == "holds":
+        _write(tmp_path / "out" / "session", ["vocals", "bass"])
+        return [str(tmp_path / "out" / "session"), "-o", str(tmp_path / "out"), "--overwrite"], ["holds the session"]
     if case == "exists":
         _write(session, ["vocals", "bass"])
         (tmp_path / "out").mkdir()
@@ -219,8 +222,8 @@ def _case(tmp_path: Path, case: str) -> Tuple[List[str], List[str]]:
     raise AssertionError(case)
 
 
-@pytest.mark.parametrize("case", ["rates", "lengths", "silent", "one-track", "inside", "same", "exists", "wrong-task",
-                                  "features"])
+@pytest.mark.parametrize("case", ["rates", "lengths", "silent", "one-track", "inside", "same", "holds", "exists",
+                                  "wrong-task", "features"])
 def test_bad_input_is_one_error_line_and_writes_nothing(case, tmp_path, monkeypatch, capsys) -> None:
     class Denoise:
         sample_rate, channels = SR, 1
@@ -238,6 +241,18 @@ def test_bad_input_is_one_error_line_and_writes_nothing(case, tmp_path, monkeypa
     for needle in needles:
         assert needle in lines[0], lines[0]
     assert _snapshot(tmp_path) == before
+
+
+def test_overwrite_replaces_the_old_output_only_when_done(tmp_path) -> None:
+    session = _write(tmp_path / "session", ["vocals", "bass"])
+    inputs = _snapshot(session)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("an earlier run")
+    restore(session, out, debleed="none", normalize="none", progress=False, plot=False, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["mix.wav", "normalized", "report.json", "tracks"]
+    assert _snapshot(session) == inputs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "session"]  # nothing hidden left behind
 
 
 def test_read_session_rejects_more_than_stereo(tmp_path) -> None:
