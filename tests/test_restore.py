@@ -311,3 +311,17 @@ def test_memory_does_not_grow_with_the_sessions_length(tmp_path, monkeypatch) ->
         peaks[seconds] = max(held)
     assert peaks[48] <= 1.1 * peaks[12], peaks  # vs 4x the samples
     assert max(excerpts) <= stream.EXCERPT_SECONDS + 1
+
+
+@pytest.mark.slow
+def test_benchmark_quick_run(shared_data, tmp_path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_restore
+
+    result = bench_restore.main(["--quick", "--shared-data", str(shared_data), "--json", str(tmp_path / "r.json")])
+    assert result["speed"]["tracks"] == 8 and result["speed"]["total_per_minute"] > 0
+    for rows in result["quality"].values():
+        assert rows["chain"]["leakage"] < rows["input"]["leakage"]
+    assert json.loads((tmp_path / "r.json").read_text())["choir"]["tracks"] == 15
