@@ -11,8 +11,9 @@ and :class:`RenderedMusic` a :class:`~musicfx.data.sources.Source` of mixes (den
 Each part (one instrument) is rendered alone and added into the stem :func:`~musicfx.data.render.scores.stem_of`
 assigns it, so the stems sum exactly to the mix; the mix peaks at the song's target (0.5 to 0.9). Items are
 rendered whole in the DataLoader worker that first reads them (at well over 20x real time per core, see
-``benchmarks/bench_render.py``) and kept in a small per-worker LRU cache (``cache_songs``), so the random
-chunks a :class:`~musicfx.data.multitrack.StemChunkDataset` reads from one item cost one rendering.
+``benchmarks/bench_render.py``) and kept in a per-worker LRU cache of ``cache_mb`` megabytes, so the random
+chunks a :class:`~musicfx.data.multitrack.StemChunkDataset` reads from one item cost one rendering (512 MB
+hold all 64 default songs at 22.05 kHz mono, or 18 of them at 44.1 kHz stereo with four stems).
 
 Bad input is caught when the source is built, before any training step: a missing or corrupt SoundFont or
 binding is an error; MIDI files that cannot be parsed, hold no notes, or fill fewer than ``min_stems`` of the
@@ -72,7 +73,8 @@ class RenderedStems:
         effects: the font's reverb and chorus (FluidSynth only); off gives dry stems, as automix wants.
         backend: ``auto``, ``tinysoundfont`` or ``fluidsynth`` (see :mod:`musicfx.data.render.fonts`).
         min_stems: MIDI excerpts filling fewer of the requested stems are skipped (capped at ``len(stems)``).
-        cache_songs: rendered items each process keeps (each ``len(stems) * channels * duration * rate * 4`` bytes).
+        cache_mb: megabytes of rendered items each process keeps (an item takes
+            ``len(stems) * channels * duration * sample_rate * 4`` bytes); 0 renders every read anew.
         max_note: notes are cut to this many seconds (a note-on without note-off would ring forever).
         max_files: read at most this many MIDI files of the split (the first, in path order).
 
@@ -96,7 +98,7 @@ class RenderedStems:
         effects: bool = False,
         backend: str = "auto",
         min_stems: int = 2,
-        cache_songs: int = 4,
+        cache_mb: float = 512.0,
         max_note: float = 8.0,
         max_files: Optional[int] = None,
     ) -> None:
@@ -114,7 +116,7 @@ class RenderedStems:
         self.seed = int(seed)
         self.one_per_stem = bool(one_per_stem)
         self.effects = bool(effects)
-        self.cache_songs = max(0, int(cache_songs))
+        self.cache_mb = max(0.0, float(cache_mb))
         self.max_note = float(max_note)
         self.min_stems = max(1, min(int(min_stems), len(self.stems)))
         # Fail here, before training, on a missing or corrupt font or binding; workers load their own copy.
@@ -209,9 +211,10 @@ class RenderedStems:
             self._cache.move_to_end(index)
             return cached
         audio = self.render_item(index)
-        if self.cache_songs > 0:
+        budget = self.cache_mb * 2**20
+        if audio.nbytes <= budget:
             self._cache[index] = audio
-            while len(self._cache) > self.cache_songs:
+            while sum(item.nbytes for item in self._cache.values()) > budget:
                 self._cache.popitem(last=False)
         return audio
 

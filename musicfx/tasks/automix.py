@@ -308,6 +308,8 @@ class AutomixData(MultitrackData):
         cache_dir: Optional[str] = None,
         generated_items: int = 64,
         generated_duration: float = 20.0,
+        scores: Optional[str] = None,
+        soundfont: Optional[str] = None,
     ) -> None:
         if normalized_root is not None and root is None:
             raise ConfigError("data.init_args.normalized_root needs root (the original stems) as well")
@@ -316,6 +318,7 @@ class AutomixData(MultitrackData):
         super().__init__(
             root, stems, sample_rate, channels, segment, batch_size, num_workers, train_examples, val_examples,
             test_examples, random_mix, silence_threshold_db, seed, cache_dir, generated_items, generated_duration,
+            scores=scores, soundfont=soundfont,
         )
         from musicfx.synth.console import RandomConsole
 

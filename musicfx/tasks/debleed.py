@@ -204,6 +204,8 @@ class BleedData(MultitrackData):
         Other arguments: see :class:`~musicfx.tasks.multitrack.MultitrackData`.
     """
 
+    rendered_one_per_stem = True  # a bleeding track is one microphone's instrument
+
     def __init__(
         self,
         root: Optional[str] = None,
@@ -233,10 +235,13 @@ class BleedData(MultitrackData):
         cache_dir: Optional[str] = None,
         generated_items: int = 64,
         generated_duration: float = 20.0,
+        scores: Optional[str] = None,
+        soundfont: Optional[str] = None,
     ) -> None:
         super().__init__(
             root, stems, sample_rate, channels, segment, batch_size, num_workers, train_examples, val_examples,
             test_examples, random_mix, silence_threshold_db, seed, cache_dir, generated_items, generated_duration,
+            scores=scores, soundfont=soundfont,
         )
         from musicfx.synth.bleed import BleedSynth
         from musicfx.synth.remix import RemixAugment

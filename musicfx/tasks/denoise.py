@@ -151,6 +151,11 @@ class DenoiseData(pl.LightningDataModule):
         seed: seeds every example; a seed reproduces the data of a run.
         cache_dir: where decoded audio is memory-mapped (default ``$MUSICFX_CACHE`` or ``~/.cache/musicfx/decoded``).
         generated_items: number of distinct built-in songs per split.
+        scores: clean music rendered through a SoundFont instead of the built-in generator (when no
+            ``music``/``mn_root`` is given): ``"procedural"`` or a folder of MIDI files
+            (see :mod:`musicfx.data.rendered`).
+        soundfont: the ``.sf2``/``.sf3`` to render with (default ``$MUSICFX_SOUNDFONT``, else Debian's
+            FluidR3 GM); giving one without ``scores`` renders procedural songs.
     """
 
     def __init__(
@@ -179,6 +184,8 @@ class DenoiseData(pl.LightningDataModule):
         seed: int = 0,
         cache_dir: Optional[str] = None,
         generated_items: int = 64,
+        scores: Optional[str] = None,
+        soundfont: Optional[str] = None,
     ) -> None:
         super().__init__()
         from musicfx.synth.noise import NoiseSynth
@@ -202,6 +209,12 @@ class DenoiseData(pl.LightningDataModule):
         self.seed = seed
         self.cache_dir = cache_dir
         self.generated_items = generated_items
+        self.scores = "procedural" if scores is None and soundfont is not None else scores
+        self.soundfont = soundfont
+        if self.scores is not None and (music is not None or mn_root is not None):
+            from musicfx.errors import ConfigError
+
+            raise ConfigError(f"give either music/mn_root or scores ({self.scores}) to train on, not both")
         self.synth = NoiseSynth(
             sample_rate, snr_db=tuple(snr_db), categories=categories, file_noise_prob=file_noise_prob,
             gain_db=tuple(gain_db), flip_prob=flip_prob, swap_prob=swap_prob,
@@ -265,6 +278,15 @@ class DenoiseData(pl.LightningDataModule):
             else:
                 train, val = self._split_files(self.music)
                 sources["clean"] = self._folder(self.music, train if split == "train" else val)
+        elif self.scores is not None:
+            from musicfx.data.rendered import rendered_source
+
+            offset = {"train": 0, "valid": 1, "test": 2}[split]
+            sources["clean"] = rendered_source(
+                self.scores, split, self.sample_rate, self.channels, seed=self.seed * 3 + offset,
+                num_items=self.generated_items, duration=max(10.0, 2 * self.segment_frames / self.sample_rate),
+                soundfont=self.soundfont,
+            )
         else:
             offset = {"train": 0, "valid": 1, "test": 2}[split]
             sources["clean"] = GeneratedMusic(

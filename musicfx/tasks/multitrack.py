@@ -45,7 +45,15 @@ class MultitrackData(pl.LightningDataModule):
         cache_dir: where decoded audio is memory-mapped (default ``$MUSICFX_CACHE``).
         generated_items: songs per split of the built-in generator.
         generated_duration: seconds per generated song.
+        scores: train on music rendered through a SoundFont instead of the built-in generator:
+            ``"procedural"`` (composed songs) or a folder of MIDI files (see :mod:`musicfx.data.rendered`);
+            ``generated_items`` and ``generated_duration`` then size the songs (or MIDI excerpts).
+        soundfont: the ``.sf2``/``.sf3`` to render with (default ``$MUSICFX_SOUNDFONT``, else Debian's
+            FluidR3 GM); giving one without ``scores`` renders procedural songs.
     """
+
+    #: Rendered songs put one instrument in each stem (debleed: a track is one microphone's instrument).
+    rendered_one_per_stem = False
 
     def __init__(
         self,
@@ -65,6 +73,8 @@ class MultitrackData(pl.LightningDataModule):
         cache_dir: Optional[str] = None,
         generated_items: int = 64,
         generated_duration: float = 20.0,
+        scores: Optional[str] = None,
+        soundfont: Optional[str] = None,
     ) -> None:
         super().__init__()
         if len(stems) == 0:
@@ -85,6 +95,12 @@ class MultitrackData(pl.LightningDataModule):
         self.cache_dir = cache_dir
         self.generated_items = generated_items
         self.generated_duration = generated_duration
+        self.scores = "procedural" if scores is None and soundfont is not None else scores
+        self.soundfont = soundfont
+        if self.scores is not None and root is not None:
+            from musicfx.errors import ConfigError
+
+            raise ConfigError(f"give either root ({root}) or scores ({self.scores}) to train on, not both")
         self._sources: Dict[str, Any] = {}
 
     # ------------------------------------------------------------------------------- hooks for subclasses
@@ -103,6 +119,14 @@ class MultitrackData(pl.LightningDataModule):
         """The songs of ``split`` (``"train"``, ``"valid"`` or ``"test"``), built once."""
         from musicfx.data.multitrack import multitrack_source
 
+        if split not in self._sources and self.scores is not None:
+            from musicfx.data.rendered import rendered_source
+
+            self._sources[split] = rendered_source(
+                self.scores, split, self.sample_rate, self.channels, seed=self.seed * 3 + SPLIT_SEEDS[split],
+                num_items=self.generated_items, duration=self.generated_duration, soundfont=self.soundfont,
+                stems=self.stems, one_per_stem=self.rendered_one_per_stem,
+            )
         if split not in self._sources:
             kwargs: Dict[str, Any] = {}
             if self.root is None:

@@ -274,10 +274,13 @@ class SeparationData(MultitrackData):
         cache_dir: Optional[str] = None,
         generated_items: int = 64,
         generated_duration: float = 20.0,
+        scores: Optional[str] = None,
+        soundfont: Optional[str] = None,
     ) -> None:
         super().__init__(
             root, stems, sample_rate, channels, segment, batch_size, num_workers, train_examples, val_examples,
             test_examples, random_mix, silence_threshold_db, seed, cache_dir, generated_items, generated_duration,
+            scores=scores, soundfont=soundfont,
         )
         from musicfx.synth.remix import RemixAugment
 
