@@ -67,7 +67,7 @@ class RenderedStems:
         soundfont: ``.sf2``/``.sf3`` path; default ``$MUSICFX_SOUNDFONT``, else Debian's FluidR3 GM.
         midi: a folder of MIDI files, or ``None`` for procedural songs.
         split: with ``midi``: ``train``, ``valid`` or ``test`` (90/5/5 by file path hash; a split left empty
-            by few files uses every file, with a warning).
+            by few files uses every file, with a warning), or ``None`` for every file.
         one_per_stem: every stem is a single instrument (procedural: one accompaniment part; MIDI: the part
             with most notes per stem): for debleed, where a track is one microphone's instrument.
         effects: the font's reverb and chorus (FluidSynth only); off gives dry stems, as automix wants.
@@ -93,7 +93,7 @@ class RenderedStems:
         stems: Sequence[str] = DEFAULT_STEMS,
         soundfont: Optional[PathLike] = None,
         midi: Optional[PathLike] = None,
-        split: str = "train",
+        split: Optional[str] = "train",
         one_per_stem: bool = False,
         effects: bool = False,
         backend: str = "auto",
@@ -128,13 +128,14 @@ class RenderedStems:
         self._songs: List[Song] = []
         self._excerpts: List[Tuple[int, float]] = []  # (song, start second) per item, with midi
         if self.midi is not None:
-            self._load_midi(normalize_split(split), max_files)
+            self._load_midi(None if split is None else normalize_split(split), max_files)
         self._cache: "OrderedDict[int, np.ndarray]" = OrderedDict()
 
     # ------------------------------------------------------------------------------------------ MIDI
-    def _load_midi(self, split: str, max_files: Optional[int]) -> None:
+    def _load_midi(self, split: Optional[str], max_files: Optional[int]) -> None:
         files = list_midi_files(self.midi)
-        chosen = [path for path in files if hash_split(path.relative_to(self.midi).as_posix()) == split]
+        chosen = [path for path in files
+                  if split is None or hash_split(path.relative_to(self.midi).as_posix()) == split]
         if not chosen:
             warnings.warn(f"{self.midi}: no MIDI file falls in split {split!r} (of {len(files)}); using all files",
                           stacklevel=3)

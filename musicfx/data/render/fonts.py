@@ -196,6 +196,10 @@ class SoundFontSynth:
     def _render_tsf(self, channel: int, bank: int, program: int, is_drum: bool, pan: int,
                     events: List[Tuple[int, int, int, int]], frames: int) -> np.ndarray:
         synth = self._synth
+        # Every part starts from the same state, whatever the previous part (or none) left behind.
+        self._silence_tsf()
+        synth.control_change(channel, 121, 0)  # reset controllers
+        synth.control_change(channel, 7, 100)  # the GM default channel volume
         synth.program_select(channel, self._font, bank, program, is_drums=is_drum)
         synth.control_change(channel, 10, pan)
         out = np.zeros(2 * frames, dtype=np.float32)  # interleaved stereo, as the synth writes it
@@ -215,9 +219,15 @@ class SoundFontSynth:
             if position < frames:
                 synth.generate_simple(frames - position, memoryview(out[2 * position:]).cast("B"))
         finally:
-            synth.sounds_off()  # the next part starts from silence
-            synth.control_change(channel, 121, 0)  # reset controllers (pan)
+            self._silence_tsf()
         return out.reshape(frames, 2).T
+
+    def _silence_tsf(self) -> None:
+        """Stop every voice and render its quick release (~10 ms) into a scratch buffer, so that no tail of
+        one part leaks into the first frames of the next."""
+        self._synth.sounds_off()
+        scratch = np.zeros(2 * (self.sample_rate // 10), dtype=np.float32)
+        self._synth.generate_simple(self.sample_rate // 10, memoryview(scratch).cast("B"))
 
     def _render_fluid(self, channel: int, bank: int, program: int, pan: int,
                       events: List[Tuple[int, int, int, int]], frames: int) -> np.ndarray:
@@ -242,6 +252,7 @@ class SoundFontSynth:
                 chunks.append(synth.get_samples(frames - position))
         finally:
             synth.all_sounds_off(channel)
+            synth.get_samples(self.sample_rate // 10)  # render the release away: nothing leaks into the next part
             synth.cc(channel, 121, 0)
         audio = np.concatenate(chunks).astype(np.float32) / 32768.0 if chunks else np.zeros(2 * frames, np.float32)
         return audio.reshape(frames, 2).T
