@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from musicfx.data.render.composer import compose_song
 from musicfx.data.render.fonts import load_synth, pick_backend, resolve_soundfont
 from musicfx.data.render.midi import list_midi_files, read_midi
-from musicfx.data.render.scores import Part, Song, check_stems, clean_notes, stem_of
+from musicfx.data.render.scores import MIX, Part, Song, check_stems, clean_notes, stem_of
 from musicfx.data.sampling import example_generator
 from musicfx.data.sources import hash_split, normalize_split
 from musicfx.errors import DataError
@@ -196,6 +196,10 @@ class RenderedStems:
             out[:, :, begin - start:end - start] = audio[rows, :, begin:end]
         return torch.from_numpy(out)
 
+    def category(self, index: int) -> str:
+        self._check(index)
+        return "rendered"
+
     def song(self, index: int) -> Song:
         """The score of item ``index`` (for a MIDI excerpt, shifted to start at 0)."""
         self._check(index)
@@ -297,7 +301,7 @@ class RenderedMusic:
 
     def __init__(self, **kwargs) -> None:
         kwargs.pop("stems", None)
-        self._stems = RenderedStems(stems=("other",), **kwargs)
+        self._stems = RenderedStems(stems=(MIX,), **kwargs)
         self.sample_rate = self._stems.sample_rate
         self.channels = self._stems.channels
 

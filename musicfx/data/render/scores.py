@@ -10,7 +10,7 @@ Stems are named freely. A part goes to the first rule that matches among the req
 1. its General MIDI family name (``piano``, ``guitar``, ``strings``, ... see :data:`GM_FAMILIES`);
 2. its role: ``vocals`` (a GM voice program -- choir aahs, voice oohs, synth voice -- or the song's melodic
    lead), ``bass`` (GM basses), ``drums`` (a drum kit);
-3. ``other``, which takes every part no other stem claimed.
+3. ``other`` (or ``mix``, a source of whole mixes), which takes every part no other stem claimed.
 
 So ``[vocals, drums, bass, other]`` is MUSDB's grouping, ``[piano, guitar, bass, drums]`` one stem per
 family (parts of other families are left out), and ``[vocals, drums, bass, other]`` with one instrument per
@@ -33,6 +33,8 @@ VOICE_PROGRAMS: Tuple[int, ...] = (52, 53, 54)
 DRUM_KITS: Tuple[int, ...] = (0, 8, 16, 24, 25, 32, 40)
 #: Roles a part can play; ``other`` takes the rest.
 ROLES: Tuple[str, ...] = ("vocals", "bass", "drums", "other")
+#: The stem of a source of whole mixes: every part goes into it.
+MIX = "mix"
 # Track names that mark a sung (or lead) melody in MIDI files.
 VOCAL_NAMES: Tuple[str, ...] = ("vocal", "voice", "vox", "sing", "melody", "lead vox", "chorus", "choir")
 
@@ -116,7 +118,10 @@ def stem_of(part: Part, stems: Sequence[str]) -> Optional[str]:
         return part.family
     if part.role in stems and part.role != "other":
         return part.role
-    return "other" if "other" in stems else None
+    for catch_all in ("other", MIX):
+        if catch_all in stems:
+            return catch_all
+    return None
 
 
 def check_stems(stems: Sequence[str]) -> Tuple[str, ...]:
@@ -128,13 +133,15 @@ def check_stems(stems: Sequence[str]) -> Tuple[str, ...]:
         raise ValueError("stems must name at least one stem")
     if len(set(stems)) != len(stems):
         raise ValueError(f"stem names must be distinct, got {stems}")
-    known = set(GM_FAMILIES) | set(ROLES)
+    known = set(GM_FAMILIES) | set(ROLES) | {MIX}
     unknown = [stem for stem in stems if stem not in known]
     if unknown:
         raise ValueError(
-            f"a rendered source cannot fill stems {unknown}: name roles ({', '.join(ROLES)}) or General MIDI "
-            f"families ({', '.join(GM_FAMILIES)})"
+            f"a rendered source cannot fill stems {unknown}: name roles ({', '.join(ROLES)}), General MIDI "
+            f"families ({', '.join(GM_FAMILIES)}) or {MIX!r} (everything)"
         )
+    if MIX in stems and len(stems) > 1:
+        raise ValueError(f"{MIX!r} takes every part: it cannot be combined with other stems, got {stems}")
     return stems
 
 
