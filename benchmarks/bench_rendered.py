@@ -81,7 +81,8 @@ def fit(task: str, data: str, folder: Path, steps: int, quick: bool, log=print) 
     else:
         args += ["--trainer.max_time=null", f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1"]
     folder.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, MUSICFX_CACHE=str(folder / "cache"), WANDB_MODE="offline",
+    # One intra-op thread: on a busy machine a second thread that gets descheduled stalls every op.
+    env = dict(os.environ, MUSICFX_CACHE=str(folder / "cache"), WANDB_MODE="offline", OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(common.REPO), os.environ.get("PYTHONPATH", "")]))
     start, used = time.perf_counter(), _children_cpu()
     with open(folder / "fit.log", "w") as output:

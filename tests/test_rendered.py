@@ -182,6 +182,17 @@ def test_midi_folder_renders_excerpts_and_skips_unusable_files_with_one_warning(
 
 
 @needs_font
+def test_midi_files_beyond_max_files_are_left_out_with_a_warning(tmp_path) -> None:
+    from musicfx.data.rendered import RenderedStems
+
+    for i in range(3):
+        _write(tmp_path / "midi" / f"song{i}.mid", _band(2.0))
+    with pytest.warns(UserWarning, match="reading the first 2 of 3 MIDI files"):
+        source = RenderedStems(duration=2.0, sample_rate=RATE, midi=tmp_path / "midi", split=None, max_files=2)
+    assert len(source) == 2
+
+
+@needs_font
 def test_one_per_stem_keeps_the_busiest_part_of_each_stem(tmp_path) -> None:
     from musicfx.data.rendered import RenderedStems
 
@@ -270,8 +281,9 @@ def test_datamodules_pick_rendered_sources() -> None:
     from musicfx.tasks.separate import SeparationData
 
     small = dict(sample_rate=RATE, generated_items=2, generated_duration=2.0)
-    separation = SeparationData(scores="procedural", channels=2, **small).source("train")
-    assert isinstance(separation, RenderedStems) and not separation.one_per_stem
+    separation = SeparationData(scores="procedural", channels=2, render_options={"cache_mb": 1.0}, **small)
+    separation = separation.source("train")
+    assert isinstance(separation, RenderedStems) and not separation.one_per_stem and separation.cache_mb == 1.0
     bleed = BleedData(soundfont=str(FONT), **small).source("valid")  # a font alone selects procedural songs
     assert isinstance(bleed, RenderedStems) and bleed.one_per_stem and bleed.channels == 1
     denoise = DenoiseData(scores="procedural", sample_rate=RATE, generated_items=2)

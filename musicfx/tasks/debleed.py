@@ -237,11 +237,12 @@ class BleedData(MultitrackData):
         generated_duration: float = 20.0,
         scores: Optional[str] = None,
         soundfont: Optional[str] = None,
+        render_options: Optional[Dict[str, Any]] = None,
     ) -> None:
         super().__init__(
             root, stems, sample_rate, channels, segment, batch_size, num_workers, train_examples, val_examples,
             test_examples, random_mix, silence_threshold_db, seed, cache_dir, generated_items, generated_duration,
-            scores=scores, soundfont=soundfont,
+            scores=scores, soundfont=soundfont, render_options=render_options,
         )
         from musicfx.synth.bleed import BleedSynth
         from musicfx.synth.remix import RemixAugment

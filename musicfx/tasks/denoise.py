@@ -156,6 +156,8 @@ class DenoiseData(pl.LightningDataModule):
             (see :mod:`musicfx.data.rendered`).
         soundfont: the ``.sf2``/``.sf3`` to render with (default ``$MUSICFX_SOUNDFONT``, else Debian's
             FluidR3 GM); giving one without ``scores`` renders procedural songs.
+        render_options: more options of :class:`~musicfx.data.rendered.RenderedStems` (``max_files``,
+            ``cache_mb``, ``backend``, ``effects``, ``min_stems``, ``max_note``).
     """
 
     def __init__(
@@ -186,6 +188,7 @@ class DenoiseData(pl.LightningDataModule):
         generated_items: int = 64,
         scores: Optional[str] = None,
         soundfont: Optional[str] = None,
+        render_options: Optional[Dict[str, Any]] = None,
     ) -> None:
         super().__init__()
         from musicfx.synth.noise import NoiseSynth
@@ -211,6 +214,7 @@ class DenoiseData(pl.LightningDataModule):
         self.generated_items = generated_items
         self.scores = "procedural" if scores is None and soundfont is not None else scores
         self.soundfont = soundfont
+        self.render_options = dict(render_options or {})
         if self.scores is not None and (music is not None or mn_root is not None):
             from musicfx.errors import ConfigError
 
@@ -285,7 +289,7 @@ class DenoiseData(pl.LightningDataModule):
             sources["clean"] = rendered_source(
                 self.scores, split, self.sample_rate, self.channels, seed=self.seed * 3 + offset,
                 num_items=self.generated_items, duration=max(10.0, 2 * self.segment_frames / self.sample_rate),
-                soundfont=self.soundfont,
+                soundfont=self.soundfont, **self.render_options,
             )
         else:
             offset = {"train": 0, "valid": 1, "test": 2}[split]

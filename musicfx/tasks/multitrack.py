@@ -50,6 +50,8 @@ class MultitrackData(pl.LightningDataModule):
             ``generated_items`` and ``generated_duration`` then size the songs (or MIDI excerpts).
         soundfont: the ``.sf2``/``.sf3`` to render with (default ``$MUSICFX_SOUNDFONT``, else Debian's
             FluidR3 GM); giving one without ``scores`` renders procedural songs.
+        render_options: more options of :class:`~musicfx.data.rendered.RenderedStems` (``max_files``,
+            ``cache_mb``, ``backend``, ``effects``, ``min_stems``, ``max_note``).
     """
 
     #: Rendered songs put one instrument in each stem (debleed: a track is one microphone's instrument).
@@ -75,6 +77,7 @@ class MultitrackData(pl.LightningDataModule):
         generated_duration: float = 20.0,
         scores: Optional[str] = None,
         soundfont: Optional[str] = None,
+        render_options: Optional[Dict[str, Any]] = None,
     ) -> None:
         super().__init__()
         if len(stems) == 0:
@@ -97,6 +100,7 @@ class MultitrackData(pl.LightningDataModule):
         self.generated_duration = generated_duration
         self.scores = "procedural" if scores is None and soundfont is not None else scores
         self.soundfont = soundfont
+        self.render_options = dict(render_options or {})
         if self.scores is not None and root is not None:
             from musicfx.errors import ConfigError
 
@@ -125,7 +129,7 @@ class MultitrackData(pl.LightningDataModule):
             self._sources[split] = rendered_source(
                 self.scores, split, self.sample_rate, self.channels, seed=self.seed * 3 + SPLIT_SEEDS[split],
                 num_items=self.generated_items, duration=self.generated_duration, soundfont=self.soundfont,
-                stems=self.stems, one_per_stem=self.rendered_one_per_stem,
+                stems=self.stems, one_per_stem=self.rendered_one_per_stem, **self.render_options,
             )
         if split not in self._sources:
             kwargs: Dict[str, Any] = {}
