@@ -62,7 +62,7 @@ QUICK = {
                 "--model.init_args.model.init_args.head_width=16"],
 }
 #: Training steps per task: the same for both data, so the model sees the same number of batches.
-STEPS = {"denoise": 300, "separate": 100, "debleed": 200}
+STEPS = {"denoise": 150, "separate": 50, "debleed": 100}
 PHENICX_SLOTS = ("violin1", "horn1", "doublebass", "flute1")  # into the t-UNet's vocals, drums, bass, other
 
 

@@ -337,3 +337,33 @@ def test_overlay_with_a_missing_soundfont_fails_before_training(tmp_path, monkey
     code = main(args)
     assert code != 0
     assert "SoundFont not found" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- benchmarks
+@needs_font
+def test_bench_render_reports_every_binding_beside_the_generator(tmp_path, capsys, monkeypatch) -> None:
+    import json
+    import sys
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import bench_render
+
+    assert bench_render.main(["--songs", "1", "--seconds", "2", "--json", str(tmp_path / "r.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "built-in generator" in printed and "tinysoundfont" in printed
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert all(row["x_realtime"] > 0 for row in rows.values())
+    sys.modules.pop("bench_render", None)
+
+
+@needs_font
+@pytest.mark.slow
+def test_bench_rendered_quick_run(shared_data, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import bench_rendered
+
+    code = bench_rendered.main(["--quick", "--tasks", "debleed", "--shared", str(shared_data),
+                                "--workdir", str(tmp_path)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "trained on generator" in printed and "trained on rendered" in printed
