@@ -27,7 +27,7 @@ import os
 import warnings
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -303,7 +303,7 @@ class RenderedMusic:
     Every part of a song goes into the mix. Arguments as for :class:`RenderedStems` (``stems`` is fixed).
     """
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         kwargs.pop("stems", None)
         self._stems = RenderedStems(stems=(MIX,), **kwargs)
         self.sample_rate = self._stems.sample_rate
@@ -331,7 +331,7 @@ class RenderedMusic:
 
 def rendered_source(scores: str, split: str, sample_rate: int, channels: int, seed: int, num_items: int,
                     duration: float, soundfont: Optional[PathLike] = None, stems: Optional[Sequence[str]] = None,
-                    one_per_stem: bool = False, **kwargs) -> Union[RenderedStems, RenderedMusic]:
+                    one_per_stem: bool = False, **kwargs: Any) -> Union[RenderedStems, RenderedMusic]:
     """The rendered source a datamodule asks for: stems (a multitrack task) or mixes (``stems=None``).
 
     Args:

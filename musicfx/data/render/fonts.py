@@ -128,7 +128,7 @@ class SoundFontSynth:
         self.effects = effects
         self._warned: Set[Tuple[int, int]] = set()
         if backend == "tinysoundfont":
-            import tinysoundfont
+            import tinysoundfont  # an optional dependency (musicfx[render]): imported only to render
 
             self._synth = tinysoundfont.Synth(samplerate=self.sample_rate)
             try:
@@ -137,7 +137,7 @@ class SoundFontSynth:
                 raise DataError(f"{path}: TinySoundFont cannot load this SoundFont ({error}); the file is corrupt "
                                 f"or not a SoundFont 2") from None
         else:
-            import fluidsynth
+            import fluidsynth  # optional, and it loads the system library: imported only to render
 
             self._synth = fluidsynth.Synth(samplerate=float(self.sample_rate))
             self._synth.setting("synth.reverb.active", int(effects))
