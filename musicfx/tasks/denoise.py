@@ -15,6 +15,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torch.utils.data import DataLoader
 
+from musicfx.errors import ConfigError
 from musicfx.tasks.base import Task, _default_optimizer
 from musicfx.tasks.media import log_examples
 
@@ -216,8 +217,6 @@ class DenoiseData(pl.LightningDataModule):
         self.soundfont = soundfont
         self.render_options = dict(render_options or {})
         if self.scores is not None and (music is not None or mn_root is not None):
-            from musicfx.errors import ConfigError
-
             raise ConfigError(f"give either music/mn_root or scores ({self.scores}) to train on, not both")
         self.synth = NoiseSynth(
             sample_rate, snr_db=tuple(snr_db), categories=categories, file_noise_prob=file_noise_prob,

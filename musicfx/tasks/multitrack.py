@@ -14,6 +14,8 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
+from musicfx.errors import ConfigError
+
 SPLIT_SEEDS = {"train": 0, "valid": 1, "test": 2}
 
 
@@ -102,8 +104,6 @@ class MultitrackData(pl.LightningDataModule):
         self.soundfont = soundfont
         self.render_options = dict(render_options or {})
         if self.scores is not None and root is not None:
-            from musicfx.errors import ConfigError
-
             raise ConfigError(f"give either root ({root}) or scores ({self.scores}) to train on, not both")
         self._sources: Dict[str, Any] = {}
 
