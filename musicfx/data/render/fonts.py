@@ -114,7 +114,7 @@ class SoundFontSynth:
 
     Raises:
         DataError: the font cannot be loaded (corrupt, or not a SoundFont the binding reads).
-        ConfigError-like ValueError: ``effects`` asked of TinySoundFont.
+        ValueError: ``effects`` asked of TinySoundFont, or a sample rate under 1 kHz.
     """
 
     def __init__(self, path: Path, sample_rate: int, backend: str, effects: bool = False) -> None:
@@ -269,9 +269,13 @@ def load_synth(soundfont: Optional[PathLike], sample_rate: int, backend: str = "
         DataError: the font is missing or corrupt.
         MissingDependencyError: no binding imports.
     """
+    if soundfont is not None and backend != "auto":  # the per-item call of a worker: no file checks
+        synth = _SYNTHS.get((str(soundfont), int(sample_rate), backend, bool(effects)))
+        if synth is not None:
+            return synth
     path = resolve_soundfont(soundfont)
     chosen = pick_backend(backend)
-    key = (str(path.resolve()), int(sample_rate), chosen, bool(effects))
+    key = (str(path), int(sample_rate), chosen, bool(effects))
     synth = _SYNTHS.get(key)
     if synth is None:
         synth = _SYNTHS[key] = SoundFontSynth(path, sample_rate, chosen, effects)
