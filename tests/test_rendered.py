@@ -105,6 +105,23 @@ def test_midi_tracks_become_parts_with_roles_and_tempo(tmp_path) -> None:
     assert song.duration == pytest.approx(2.95, abs=0.01)  # the last vocal note ends at 2.95 s
 
 
+def test_tempo_changes_apply_to_every_track(tmp_path) -> None:
+    import mido
+
+    from musicfx.data.render.midi import read_midi
+
+    midi = mido.MidiFile(ticks_per_beat=480)
+    # Track 0: 120 bpm for the first beat (0.5 s), then 60 bpm (1 s per beat).
+    midi.tracks.append(mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500000, time=0),
+                                       mido.MetaMessage("set_tempo", tempo=1000000, time=480)]))
+    # Track 1: a note on beat 3 (0.5 s + 1 s), one beat long (1 s).
+    midi.tracks.append(mido.MidiTrack([mido.Message("note_on", note=60, velocity=90, time=960),
+                                       mido.Message("note_off", note=60, velocity=0, time=480)]))
+    midi.save(tmp_path / "tempo.mid")
+    note = read_midi(tmp_path / "tempo.mid").parts[0].notes[0]
+    assert (note.start, note.end) == (pytest.approx(1.5), pytest.approx(2.5))
+
+
 def test_a_note_on_without_note_off_is_capped(tmp_path) -> None:
     import mido
 
