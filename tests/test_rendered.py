@@ -122,6 +122,27 @@ def test_tempo_changes_apply_to_every_track(tmp_path) -> None:
     assert (note.start, note.end) == (pytest.approx(1.5), pytest.approx(2.5))
 
 
+def test_the_sustain_pedal_holds_notes_until_it_comes_up(tmp_path) -> None:
+    import mido
+
+    from musicfx.data.render.midi import read_midi
+
+    midi = mido.MidiFile(ticks_per_beat=480)  # 120 bpm: a beat is 0.5 s
+    midi.tracks.append(mido.MidiTrack([
+        mido.Message("control_change", control=64, value=127, time=0),
+        mido.Message("note_on", note=60, velocity=90, time=0),
+        mido.Message("note_off", note=60, velocity=0, time=240),  # released at 0.25 s, pedal down
+        mido.Message("note_on", note=64, velocity=90, time=0),
+        mido.Message("note_off", note=64, velocity=0, time=240),
+        mido.Message("control_change", control=64, value=0, time=480),  # pedal up at 1.0 s
+        mido.Message("note_on", note=67, velocity=90, time=0),
+        mido.Message("note_off", note=67, velocity=0, time=240),  # no pedal: ends at 1.25 s
+    ]))
+    midi.save(tmp_path / "pedal.mid")
+    ends = {note.pitch: note.end for note in read_midi(tmp_path / "pedal.mid").parts[0].notes}
+    assert ends == {60: pytest.approx(1.0), 64: pytest.approx(1.0), 67: pytest.approx(1.25)}
+
+
 def test_a_note_on_without_note_off_is_capped(tmp_path) -> None:
     import mido
 

@@ -2,7 +2,7 @@
 
 Every ``(track, channel, program)`` with notes becomes its own :class:`~musicfx.data.render.scores.Part`:
 channel 10 is a drum kit, other channels take their last program change before the notes (program 0 if
-none), and a track whose name says it is sung (``vocal``, ``voice``, ``melody``...) or that plays a GM voice
+none), the sustain pedal (controller 64) holds released notes until it comes up, and a track whose name says it is sung (``vocal``, ``voice``, ``melody``...) or that plays a GM voice
 program gets the role ``vocals``. Tempo changes anywhere in the file apply to every track.
 
 Pitfalls handled: a note-on without its note-off would ring to the end of the song (notes are capped at
@@ -93,7 +93,17 @@ def read_midi(path: PathLike, max_note: float = 8.0, max_duration: float = 900.0
         programs = [0] * 16
         open_notes: Dict[Tuple[int, int], Deque[Tuple[int, int]]] = defaultdict(deque)
         notes: Dict[Tuple[int, int], List[Note]] = defaultdict(list)  # (channel, program) -> notes
+        pedal = [False] * 16  # sustain pedal (controller 64) down, per channel
+        held: Dict[int, List[Tuple[int, int, int, int]]] = defaultdict(list)  # released under the pedal
         tick = 0
+
+        def finish(channel: int, start: int, velocity: int, pitch: int, program: int, end: int) -> None:
+            nonlocal total
+            notes[(channel, program)].append(Note(seconds(start), seconds(end), pitch, velocity))
+            total += 1
+            if total > max_notes:
+                raise DataError(f"{path}: more than {max_notes} notes; too large to render")
+
         for message in track:
             tick += message.time
             kind = message.type
@@ -101,18 +111,30 @@ def read_midi(path: PathLike, max_note: float = 8.0, max_duration: float = 900.0
                 track_name = message.name.strip()
             elif kind == "program_change":
                 programs[message.channel] = message.program
+            elif kind == "control_change" and message.control == 64:
+                down = message.value >= 64
+                if pedal[message.channel] and not down:  # pedal up: the held notes end now
+                    for entry in held.pop(message.channel, []):
+                        finish(message.channel, *entry, end=tick)
+                pedal[message.channel] = down
             elif kind == "note_on" and message.velocity > 0:
-                open_notes[(message.channel, message.note)].append((tick, message.velocity))
+                channel = message.channel
+                for entry in [e for e in held.get(channel, []) if e[2] == message.note]:  # struck again
+                    held[channel].remove(entry)
+                    finish(channel, *entry, end=tick)
+                open_notes[(channel, message.note)].append((tick, message.velocity))
             elif kind in ("note_off", "note_on"):
                 queue = open_notes.get((message.channel, message.note))
                 if queue:
                     start, velocity = queue.popleft()
-                    program = programs[message.channel]
-                    notes[(message.channel, program)].append(
-                        Note(seconds(start), seconds(tick), message.note, velocity))
-                    total += 1
-                    if total > max_notes:
-                        raise DataError(f"{path}: more than {max_notes} notes; too large to render")
+                    entry = (start, velocity, message.note, programs[message.channel])
+                    if pedal[message.channel]:
+                        held[message.channel].append(entry)
+                    else:
+                        finish(message.channel, *entry, end=tick)
+        for channel, entries in held.items():  # the pedal never came up: the notes end with the track
+            for entry in entries:
+                finish(channel, *entry, end=max(tick, entry[0]))
         for (channel, note), queue in open_notes.items():  # note-ons never released: capped below
             for start, velocity in queue:
                 begin = seconds(start)
