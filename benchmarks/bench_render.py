@@ -102,7 +102,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           "vs generator"], rows))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
-    slow = [name for name, row in results["rows"].items() if name != "built-in generator" and row["x_realtime"] < TARGET]
+    slow = [name for name, row in results["rows"].items()
+            if name != "built-in generator" and row["x_realtime"] < TARGET]
     if slow:
         print(f"\nbelow the {TARGET:g}x target: {', '.join(slow)}", file=sys.stderr)
     return 0

@@ -56,7 +56,8 @@ SETTINGS = {
     "debleed": ["--data.init_args.segment=1.0", "--data.init_args.batch_size=4"],
 }
 QUICK = {
-    "denoise": ["--model.init_args.model.init_args.widths=[4,8]", "--model.init_args.model.init_args.filter_widths=[4]"],
+    "denoise": ["--model.init_args.model.init_args.widths=[4,8]",
+                "--model.init_args.model.init_args.filter_widths=[4]"],
     "separate": ["--model.init_args.model.init_args.hidden_size=16", "--model.init_args.model.init_args.nb_layers=1"],
     "debleed": ["--model.init_args.model.init_args.widths=[8,16,32]",
                 "--model.init_args.model.init_args.head_width=16"],

@@ -165,7 +165,8 @@ class RenderedStems:
             count = max(1, int(math.floor(song.duration / self.duration + 0.5)))
             self._excerpts += [(index, k * self.duration) for k in range(count)]
         reasons = "; ".join(f"{len(names)} {reason} ({', '.join(names[:_MAX_LISTED])}"
-                            f"{' ...' if len(names) > _MAX_LISTED else ''})" for reason, names in skipped.items() if names)
+                            f"{' ...' if len(names) > _MAX_LISTED else ''})"
+                            for reason, names in skipped.items() if names)
         if not self._songs:
             raise DataError(f"{self.midi}: none of {len(chosen)} MIDI files of split {split!r} is usable: {reasons}; "
                             f"stems {list(self.stems)} need parts in at least {self.min_stems} of them")

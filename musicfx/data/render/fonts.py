@@ -144,7 +144,8 @@ class SoundFontSynth:
             self._synth.setting("synth.chorus.active", int(effects))
             self._font = self._synth.sfload(str(path))
             if self._font < 0:
-                raise DataError(f"{path}: FluidSynth cannot load this SoundFont; the file is corrupt or not a SoundFont")
+                raise DataError(f"{path}: FluidSynth cannot load this SoundFont; the file is corrupt or not a "
+                                "SoundFont")
 
     # ----------------------------------------------------------------------------------------- presets
     def has_preset(self, bank: int, program: int) -> bool:

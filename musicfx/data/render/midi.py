@@ -2,8 +2,9 @@
 
 Every ``(track, channel, program)`` with notes becomes its own :class:`~musicfx.data.render.scores.Part`:
 channel 10 is a drum kit, other channels take their last program change before the notes (program 0 if
-none), the sustain pedal (controller 64) holds released notes until it comes up, and a track whose name says it is sung (``vocal``, ``voice``, ``melody``...) or that plays a GM voice
-program gets the role ``vocals``. Tempo changes anywhere in the file apply to every track.
+none), the sustain pedal (controller 64) holds released notes until it comes up, and a track whose name
+says it is sung (``vocal``, ``voice``, ``melody``...) or that plays a GM voice program gets the role
+``vocals``. Tempo changes anywhere in the file apply to every track.
 
 Pitfalls handled: a note-on without its note-off would ring to the end of the song (notes are capped at
 ``max_note`` seconds, and notes shorter than 1 ms are dropped); files larger than ``max_bytes`` or with more
