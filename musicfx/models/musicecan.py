@@ -149,6 +149,7 @@ class MusicECAN(nn.Module):
         eca_gamma: ``gamma`` of ECA's adaptive kernel size.
         eca_b: ``b`` of ECA's adaptive kernel size.
         eps: floor of the RMS used to normalise the input level.
+        sample_rate: the rate the model is trained and run at (declared for the task and the data).
     """
 
     def __init__(
@@ -162,8 +163,10 @@ class MusicECAN(nn.Module):
         eca_gamma: float = 2.0,
         eca_b: float = 1.0,
         eps: float = 1e-5,
+        sample_rate: int = 44100,
     ) -> None:
         super().__init__()
+        self.sample_rate = sample_rate
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
         if hop_length < 1 or hop_length > n_fft:
