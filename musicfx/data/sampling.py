@@ -75,26 +75,26 @@ class ExampleSampler(DistributedSampler):
         self.drop_last = True
         self.num_samples = self.examples_per_epoch // self.num_replicas
         self.total_size = self.num_samples * self.num_replicas
-        self.start = 0  # where the next pass starts after a resume, in this rank's share of _start_epoch
-        self._start_epoch = 0
+        # After a resume: the stream position the next pass starts at, whatever epoch Lightning counts.
+        self.resume_at: Optional[int] = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def resume(self, epoch: int, position: int) -> None:
-        """Start the next pass at ``position`` of this rank's share of ``epoch`` (a run resumed mid-epoch)."""
-        if position >= self.num_samples:  # the checkpoint closed the epoch: resume with the next one
-            epoch, position = epoch + 1, 0
-        self.epoch, self.start, self._start_epoch = int(epoch), int(position), int(epoch)
+    def start(self) -> int:
+        """Position of the pass's first id in this rank's stream: ``epoch * num_samples``, or, after a resume,
+        where the interrupted run stopped (see :class:`ResumableLoader`)."""
+        return self.resume_at if self.resume_at is not None else self.epoch * self.num_samples
 
-    def pending_start(self) -> int:
-        """Where the next pass starts in this rank's share of the epoch (0 unless resuming)."""
-        return self.start if self._start_epoch == self.epoch else 0
+    def example_id(self, position: int) -> int:
+        """The id at ``position`` of this rank's stream: position ``epoch * num_samples + i`` is
+        ``epoch * examples_per_epoch + rank + i * num_replicas``."""
+        epoch, index = divmod(position, self.num_samples)
+        return epoch * self.examples_per_epoch + self.rank + index * self.num_replicas
 
     def __iter__(self) -> Iterator[int]:
-        first = self.epoch * self.examples_per_epoch
-        skip, self.start = self.pending_start(), 0  # only the first pass after a resume skips
-        return iter(range(first + self.rank + skip * self.num_replicas, first + self.total_size, self.num_replicas))
+        first = self.start()
+        return map(self.example_id, range(first, first + self.num_samples))
 
     def __len__(self) -> int:
         return self.num_samples
@@ -267,13 +267,14 @@ def usable_cores() -> int:
 
 
 class ResumableLoader(DataLoader):
-    """A training DataLoader whose position in the epoch is part of the checkpoint.
+    """A training DataLoader whose position in the example stream is part of the checkpoint.
 
     Lightning saves :meth:`state_dict` with the fit loop and hands it back to :meth:`load_state_dict` on a
-    resume; the next pass then starts where the interrupted one stopped, so a resumed run draws the examples
-    the uninterrupted run would have drawn next instead of replaying the epoch's first ones. The position
-    counts the batches that reached the model (the datamodule calls :meth:`consume` for each), not those
-    the workers and Lightning fetched ahead, which are drawn again after a resume.
+    resume. The position counts the batches that reached the model (the datamodule calls :meth:`consume`
+    for each), not those the workers and Lightning fetched ahead. After a resume, each pass continues the
+    stream where the previous one stopped, so the run draws exactly the examples the uninterrupted run
+    would have drawn next (whether Lightning resumes mid-epoch or starts a new epoch) instead of replaying
+    the epoch's first ones.
 
     Args:
         dataset, batch_size, **kwargs: as for :class:`~torch.utils.data.DataLoader`.
@@ -283,9 +284,13 @@ class ResumableLoader(DataLoader):
     def __init__(self, dataset: Dataset, batch_size: int, sampler: ExampleSampler, **kwargs: Any) -> None:
         super().__init__(dataset, batch_size=batch_size, sampler=sampler, **kwargs)
         self.consumed = 0
+        self._passes = 0
 
     def __iter__(self) -> Iterator[Any]:
-        self.consumed = self.sampler.pending_start() // self.batch_size
+        if self._passes and self.sampler.resume_at is not None:
+            self.sampler.resume_at += self.consumed * self.batch_size  # continue after what was used
+        self._passes += 1
+        self.consumed = 0
         return super().__iter__()
 
     def consume(self) -> None:
@@ -293,10 +298,11 @@ class ResumableLoader(DataLoader):
         self.consumed += 1
 
     def state_dict(self) -> Dict[str, int]:
-        return {"epoch": self.sampler.epoch, "batches": self.consumed}
+        return {"position": self.sampler.start() + self.consumed * self.batch_size}
 
     def load_state_dict(self, state: Mapping[str, int]) -> None:
-        self.sampler.resume(int(state["epoch"]), int(state["batches"]) * self.batch_size)
+        self.sampler.resume_at = int(state["position"])
+        self._passes = 0
 
 
 def make_loader(dataset: Dataset, batch_size: int, num_workers: int,

@@ -36,6 +36,15 @@ def declared(model: nn.Module, name: str, given: Any, default: Any) -> Any:
     return own
 
 
+def record_hparam(owner: Any, name: str, value: Any) -> None:
+    """Record the value ``name`` resolved to in ``owner``'s saved hyperparameters (checkpoint and logger):
+    what the run used, not "unset". Lightning logs a module's and a datamodule's side by side and refuses
+    keys that differ."""
+    for store in (owner.hparams, getattr(owner, "_hparams_initial", None)):
+        if store is not None and name in store:
+            store[name] = value
+
+
 def _default_optimizer(params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
 
@@ -74,6 +83,8 @@ class Task(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.sample_rate: int = declared(model, "sample_rate", sample_rate, 44100)
         self.channels: int = declared(model, "channels", channels, 1)
+        record_hparam(self, "sample_rate", self.sample_rate)
+        record_hparam(self, "channels", self.channels)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         return self.model(audio)

@@ -22,6 +22,7 @@ from musicfx.data.sampling import ChunkDataset, ExampleSampler, ResumableLoader,
 from musicfx.data.seeding import song_seed, split_seed
 from musicfx.data.sources import MIX, GeneratedMusic, Source
 from musicfx.errors import ConfigError
+from musicfx.tasks.base import record_hparam
 
 Draw = Callable[[torch.Generator], Dict[str, torch.Tensor]]
 
@@ -122,6 +123,7 @@ class ChunkData(pl.LightningDataModule):
             ours = self._format[name]
             if ours is None:
                 self._format[name], changed = int(theirs), True
+                record_hparam(self, name, int(theirs))
             elif ours != theirs:
                 raise ConfigError(
                     f"model.init_args.{name} is {theirs} but data.init_args.{name} is {ours}; "

@@ -19,7 +19,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from musicfx.errors import ConfigError
-from musicfx.tasks.base import Task, _default_optimizer, declared
+from musicfx.tasks.base import Task, _default_optimizer, declared, record_hparam
 from musicfx.tasks.media import log_examples
 from musicfx.tasks.multitrack import MultitrackData
 
@@ -77,6 +77,7 @@ class SeparationTask(Task):
             loss = WaveformLoss("l1")
         super().__init__(model, loss, optimizer, scheduler, sample_rate, channels)
         self.sources: Tuple[str, ...] = declared(model, "sources", sources, MUSDB_STEMS)
+        record_hparam(self, "sources", list(self.sources))
         self.discriminator = discriminator
         self.discriminator_optimizer_factory = discriminator_optimizer
         self.adversarial_weight = adversarial_weight
