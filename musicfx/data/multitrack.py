@@ -346,13 +346,6 @@ def _split_folder(root: Path, split: str) -> Tuple[Path, Optional[bool]]:
     return root / "train", split == "valid"
 
 
-def _check_musdb_root(root: Path, folder: Path, layout: str) -> None:
-    if not root.is_dir():
-        raise DataError(f"{root}: no such folder (expected {layout} with train/ and test/)")
-    if not folder.is_dir():
-        raise DataError(f"{folder}: missing; {layout} holds train/ and test/ folders")
-
-
 def _official_split(names: Sequence[str], keep_valid: Optional[bool]) -> List[str]:
     if keep_valid is None:
         return list(names)
@@ -360,7 +353,49 @@ def _official_split(names: Sequence[str], keep_valid: Optional[bool]) -> List[st
     return [name for name in names if (name in valid) == keep_valid]
 
 
-class MUSDB18HQ(_CachedSongs):
+class _MusdbLayout(_CachedSongs):
+    """What MUSDB18 and MUSDB18-HQ share: ``root/train`` and ``root/test``, the official validation split."""
+
+    layout = ""
+
+    def __init__(
+        self,
+        root: PathLike,
+        split: str = "train",
+        stems: Sequence[str] = DEFAULT_STEMS,
+        sample_rate: int = 44100,
+        channels: int = 2,
+        cache_dir: Optional[PathLike] = None,
+        min_duration: float = 0.0,
+        progress: Optional[bool] = None,
+    ) -> None:
+        super().__init__(stems, sample_rate, channels, cache_dir)
+        self._check_stem_names()
+        self.root = Path(root).expanduser()
+        self.split = normalize_split(split)
+        folder, keep_valid = _split_folder(self.root, self.split)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: no such folder (expected {self.layout} with train/ and test/)")
+        if not folder.is_dir():
+            raise DataError(f"{folder}: missing; {self.layout} holds train/ and test/ folders")
+        self._load(folder, keep_valid, min_duration, progress)
+
+    def _check_stem_names(self) -> None:
+        """Refuse stems the layout cannot hold."""
+
+    def _load(self, folder: Path, keep_valid: Optional[bool], min_duration: float, progress: Optional[bool]) -> None:
+        raise NotImplementedError
+
+    def _no_split(self, folder: Path) -> DataError:
+        return DataError(f"{folder}: none of the songs here is in MUSDB18's {self.split!r} split"
+                         f"{_VALID_HINT if self.split == 'valid' else ''}")
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({str(self.root)!r}, split={self.split!r}, songs={len(self)}, "
+                f"stems={self.stems}, sample_rate={self.sample_rate}, channels={self.channels})")
+
+
+class MUSDB18HQ(_MusdbLayout):
     """MUSDB18-HQ: ``root/train/<song>/<stem>.wav`` and ``root/test/<song>/<stem>.wav``.
 
     Args:
@@ -380,38 +415,20 @@ class MUSDB18HQ(_CachedSongs):
         MissingDependencyError: the ``musdb`` package (for the validation list) is absent.
     """
 
-    def __init__(
-        self,
-        root: PathLike,
-        split: str = "train",
-        stems: Sequence[str] = DEFAULT_STEMS,
-        sample_rate: int = 44100,
-        channels: int = 2,
-        cache_dir: Optional[PathLike] = None,
-        min_duration: float = 0.0,
-        progress: Optional[bool] = None,
-    ) -> None:
-        super().__init__(stems, sample_rate, channels, cache_dir)
-        self.root = Path(root).expanduser()
-        self.split = normalize_split(split)
-        folder, keep_valid = _split_folder(self.root, self.split)
-        _check_musdb_root(self.root, folder, "MUSDB18-HQ")
+    layout = "MUSDB18-HQ"
+
+    def _load(self, folder: Path, keep_valid: Optional[bool], min_duration: float, progress: Optional[bool]) -> None:
         songs = find_songs(folder, self.stems, recursive=False)
         if not songs:
             raise _no_songs(folder, self.stems)
         names = set(_official_split([name for name, _ in songs], keep_valid))
         songs = [song for song in songs if song[0] in names]
         if not songs:
-            raise DataError(f"{folder}: none of the songs here is in MUSDB18's {self.split!r} split"
-                            f"{_VALID_HINT if self.split == 'valid' else ''}")
+            raise self._no_split(folder)
         self._add_wav_songs(folder, songs, min_duration, progress)
 
-    def __repr__(self) -> str:
-        return (f"MUSDB18HQ({str(self.root)!r}, split={self.split!r}, songs={len(self)}, stems={self.stems}, "
-                f"sample_rate={self.sample_rate}, channels={self.channels})")
 
-
-class MUSDB18(_CachedSongs):
+class MUSDB18(_MusdbLayout):
     """MUSDB18: ``root/train/<song>.stem.mp4`` and ``root/test/<song>.stem.mp4`` (mixture, drums, bass, other,
     vocals as five AAC streams).
 
@@ -432,32 +449,20 @@ class MUSDB18(_CachedSongs):
         AudioError: a file cannot be decoded.
     """
 
-    def __init__(
-        self,
-        root: PathLike,
-        split: str = "train",
-        stems: Sequence[str] = DEFAULT_STEMS,
-        sample_rate: int = 44100,
-        channels: int = 2,
-        cache_dir: Optional[PathLike] = None,
-        min_duration: float = 0.0,
-        progress: Optional[bool] = None,
-    ) -> None:
-        super().__init__(stems, sample_rate, channels, cache_dir)
+    layout = "MUSDB18"
+
+    def _check_stem_names(self) -> None:
         unknown = [stem for stem in self.stems if stem not in MUSDB_STREAMS]
         if unknown:
             raise DataError(f"MUSDB18 has no stems {unknown}; its streams are {list(MUSDB_STREAMS)}")
-        self.root = Path(root).expanduser()
-        self.split = normalize_split(split)
-        folder, keep_valid = _split_folder(self.root, self.split)
-        _check_musdb_root(self.root, folder, "MUSDB18")
+
+    def _load(self, folder: Path, keep_valid: Optional[bool], min_duration: float, progress: Optional[bool]) -> None:
         files = {path.name[:-len(STEM_FILE_SUFFIX)]: path for path in _stem_mp4_files(folder)}
         if not files:
             raise DataError(f"{folder}: no *{STEM_FILE_SUFFIX} files found")
         names = _official_split(sorted(files), keep_valid)
         if not names:
-            raise DataError(f"{folder}: none of the songs here is in MUSDB18's {self.split!r} split"
-                            f"{_VALID_HINT if self.split == 'valid' else ''}")
+            raise self._no_split(folder)
         table = []
         pending = [name for name in names if self._cached(files[name]) is None]
         show = len(pending) > PROGRESS_MIN_FILES if progress is None else progress
@@ -500,10 +505,6 @@ class MUSDB18(_CachedSongs):
                 raise DataError(f"{entries[stream]}: cannot write the decoded-audio cache for {path} "
                                 f"({error.strerror or error}); set MUSICFX_CACHE to a writable folder") from None
         return entries, int(audio.shape[-1])
-
-    def __repr__(self) -> str:
-        return (f"MUSDB18({str(self.root)!r}, split={self.split!r}, songs={len(self)}, stems={self.stems}, "
-                f"sample_rate={self.sample_rate}, channels={self.channels})")
 
 
 def _stem_mp4_files(folder: Path) -> List[Path]:

@@ -17,7 +17,7 @@ from torch import nn
 from musicfx.data.multitrack import multitrack_source
 from musicfx.data.sources import Source
 from musicfx.errors import ConfigError
-from musicfx.tasks.base import Task
+from musicfx.tasks.base import Task, declared
 from musicfx.tasks.media import log_examples
 from musicfx.tasks.multitrack import MultitrackData
 
@@ -44,9 +44,12 @@ class AutomixTask(Task):
         pretrained: checkpoint of a ``"pretrain"`` run whose front and back end initialise this model.
         freeze_front_back: keep the pretrained front and back end fixed while training the mixer.
         optimizer, scheduler: see :class:`~musicfx.tasks.base.Task`.
-        sample_rate, channels: what the model works at (channels per input stem).
+        sample_rate, channels: what the model works at (channels per input stem); default: what the model
+            declares, else 44.1 kHz stereo.
         log_examples: validation examples logged as audio + spectrograms each validation.
     """
+
+    default_channels = 2
 
     def __init__(
         self,
@@ -58,8 +61,8 @@ class AutomixTask(Task):
         freeze_front_back: bool = False,
         optimizer: OptimizerCallable = _amsgrad,
         scheduler: Optional[LRSchedulerCallable] = None,
-        sample_rate: int = 44100,
-        channels: int = 2,
+        sample_rate: Optional[int] = None,
+        channels: Optional[int] = None,
         log_examples: int = 1,
     ) -> None:
         if mode not in ("mix", "pretrain"):
@@ -69,7 +72,7 @@ class AutomixTask(Task):
         if loss is None:
             from musicfx.losses.automix import AutomixLoss, StereoSTFTLoss
 
-            loss = AutomixLoss(stereo=StereoSTFTLoss(sample_rate=sample_rate))
+            loss = AutomixLoss(stereo=StereoSTFTLoss(sample_rate=declared(model, "sample_rate", sample_rate, 44100)))
         super().__init__(model, loss, optimizer, scheduler, sample_rate, channels)
         self.stems = tuple(stems)
         self.mode = mode

@@ -61,8 +61,11 @@ class Task(pl.LightningModule):
             own ``sample_rate`` (a model declares what it needs, as Demucs models carry ``samplerate``),
             else 44100; given as well, it must equal the model's.
         channels: channels the model takes (1 or 2); inference maps files to it. Default: the model's
-            ``channels``, else 1.
+            ``channels``, else ``default_channels``.
     """
+
+    #: Channels when neither the task nor the model says.
+    default_channels: int = 1
 
     def __init__(
         self,
@@ -82,7 +85,7 @@ class Task(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.sample_rate: int = declared(model, "sample_rate", sample_rate, 44100)
-        self.channels: int = declared(model, "channels", channels, 1)
+        self.channels: int = declared(model, "channels", channels, self.default_channels)
         record_hparam(self, "sample_rate", self.sample_rate)
         record_hparam(self, "channels", self.channels)
 
