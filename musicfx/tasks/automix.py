@@ -291,6 +291,7 @@ class AutomixData(MultitrackData):
 
     def __init__(
         self,
+        *,
         normalized_root: Optional[str] = None,
         console: bool = True,
         gain_db: Tuple[float, float] = (-6.0, 6.0),

@@ -56,6 +56,7 @@ class ChunkData(pl.LightningDataModule):
 
     def __init__(
         self,
+        *,
         sample_rate: Optional[int] = None,
         channels: Optional[int] = None,
         segment: float = 2.0,

@@ -212,6 +212,7 @@ class BleedData(MultitrackData):
 
     def __init__(
         self,
+        *,
         bleed: Union[str, Sequence[str]] = "linear",
         diagonal: Tuple[float, float] = (0.6, 1.0),
         off_diagonal: Tuple[float, float] = (0.05, 0.31),

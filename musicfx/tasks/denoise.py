@@ -150,6 +150,7 @@ class DenoiseData(ChunkData):
 
     def __init__(
         self,
+        *,
         music: Optional[PathList] = None,
         noise: Optional[str] = None,
         mn_root: Optional[str] = None,

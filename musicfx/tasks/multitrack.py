@@ -33,6 +33,7 @@ class MultitrackData(ChunkData):
 
     def __init__(
         self,
+        *,
         root: Optional[str] = None,
         stems: Sequence[str] = DEFAULT_STEMS,
         random_mix: bool = False,

@@ -254,6 +254,7 @@ class SeparationData(MultitrackData):
 
     def __init__(
         self,
+        *,
         targets: Optional[Mapping[str, Sequence[str]]] = None,
         shift: float = 0.5,
         remix: bool = True,
