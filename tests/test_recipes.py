@@ -105,7 +105,7 @@ def test_default_root_dir_moves_checkpoints_and_logs_and_the_generator_is_announ
             "--trainer.limit_val_batches=1", "--trainer.max_time=null", f"--trainer.default_root_dir={tmp_path / 'mine'}"]
     assert main(args) == 0
     assert (tmp_path / "mine/checkpoints/last.ckpt").is_file()
-    assert list((tmp_path / "mine/logs").glob("version_*/metrics.csv"))
+    assert list((tmp_path / "mine/logs").glob("version_*/config.yaml"))  # the logger writes there too
     assert not (tmp_path / "runs").exists()  # nothing where the recipe's default_root_dir points
     announced = [w for w in recwarn if "built-in music generator" in str(w.message)]
     assert len(announced) == 1

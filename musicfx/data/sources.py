@@ -56,7 +56,7 @@ from musicfx.audio.io import AUDIO_EXTENSIONS
 from musicfx.data.cache import DecodedCache
 from musicfx.data.generator import STEMS as GENERATOR_STEMS
 from musicfx.data.generator import Score, draw_score, peak_gain, render
-from musicfx.data.seeding import SPLITS, example_generator, hash_split, normalize_split
+from musicfx.data.seeding import example_generator, hash_split, normalize_split
 from musicfx.errors import DataError
 
 PathLike = Union[str, os.PathLike]
