@@ -189,13 +189,15 @@ def test_procedural_stems_sum_to_a_normalised_mix_and_windows_are_slices() -> No
 
 @needs_font
 def test_rendered_music_is_a_mono_mix_source() -> None:
-    from musicfx.data.rendered import RenderedMusic
-    from musicfx.data.sources import Source
+    from musicfx.data.rendered import RenderedMusic, RenderedStems
+    from musicfx.data.sources import MIX, Source
 
     source = RenderedMusic(num_items=1, duration=2.0, sample_rate=RATE, channels=1)
-    assert isinstance(source, Source)
+    assert isinstance(source, Source) and source.stems == (MIX,)
     audio = source.read(0, -100, 1000)
-    assert audio.shape == (1, 1000) and torch.all(audio[:, :100] == 0) and audio.abs().max() > 0
+    assert audio.shape == (1, 1, 1000) and torch.all(audio[..., :100] == 0) and audio.abs().max() > 0
+    stems = RenderedStems(num_items=1, duration=2.0, sample_rate=RATE, channels=1)
+    assert torch.allclose(stems.read(0, 0, 1000).sum(0), source.read(0, 0, 1000)[0], atol=1e-6)  # mix = sum
 
 
 @needs_font
@@ -326,7 +328,7 @@ def test_datamodules_pick_rendered_sources() -> None:
     assert isinstance(bleed, RenderedStems) and bleed.one_per_stem and bleed.channels == 1
     denoise = DenoiseData(scores="procedural", sample_rate=RATE, generated_items=2)
     denoise.setup("fit")
-    assert isinstance(denoise._build_sources("train")["clean"], RenderedMusic)
+    assert isinstance(denoise.sources("train")["clean"], RenderedMusic)
     with pytest.raises(ConfigError, match="not both"):
         SeparationData(root="/data/musdb", scores="procedural")
 

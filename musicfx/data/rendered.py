@@ -1,10 +1,10 @@
 """Multitracks rendered through a SoundFont on the fly: realistic instruments with no download but the font.
 
-:class:`RenderedStems` is a :class:`~musicfx.data.multitrack.MultitrackSource` (separate, debleed, automix)
-and :class:`RenderedMusic` a :class:`~musicfx.data.sources.Source` of mixes (denoise). Their songs are
+:class:`RenderedStems` (the stems of separate, debleed and automix) and :class:`RenderedMusic` (one stem,
+``"mix"``: denoise's clean music) are :class:`~musicfx.data.sources.Source` objects. Their songs are
 
 * **procedural** (``midi=None``): song ``i`` is :func:`~musicfx.data.render.composer.compose_song` drawn
-  from :func:`~musicfx.data.sampling.example_generator` ``(seed, i)``, ``duration`` seconds long;
+  from :func:`~musicfx.data.seeding.example_generator` ``(seed, i)``, ``duration`` seconds long;
 * or **MIDI files** from a folder (``midi=PATH``; e.g. the Lakh MIDI dataset or Slakh's MIDI), split 90/5/5
   by a hash of each file's relative path, each cut into excerpts of ``duration`` seconds.
 
@@ -38,8 +38,7 @@ from musicfx.data.render.composer import compose_song
 from musicfx.data.render.fonts import load_synth, pick_backend, resolve_soundfont
 from musicfx.data.render.midi import list_midi_files, read_midi
 from musicfx.data.render.scores import MIX, Part, Song, check_stems, clean_notes, stem_of
-from musicfx.data.sampling import example_generator
-from musicfx.data.sources import hash_split, normalize_split
+from musicfx.data.seeding import example_generator, hash_split, normalize_split
 from musicfx.errors import DataError
 
 PathLike = Union[str, os.PathLike]
@@ -298,53 +297,30 @@ def _excerpt(song: Song, start: float, duration: float, max_note: float) -> Song
     return Song(f"{song.name}@{start:g}s", duration, tuple(parts), song.target_peak)
 
 
-class RenderedMusic:
-    """Mixes of rendered songs, as a :class:`~musicfx.data.sources.Source` (for denoise's clean music).
-
-    Every part of a song goes into the mix. Arguments as for :class:`RenderedStems` (``stems`` is fixed).
-    """
+class RenderedMusic(RenderedStems):
+    """Mixes of rendered songs: a :class:`RenderedStems` whose one stem, ``"mix"``, takes every part (the
+    clean music of denoise). Arguments as for :class:`RenderedStems` but ``stems``."""
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.pop("stems", None)
-        self._stems = RenderedStems(stems=(MIX,), **kwargs)
-        self.sample_rate = self._stems.sample_rate
-        self.channels = self._stems.channels
-
-    def __len__(self) -> int:
-        return len(self._stems)
-
-    def num_frames(self, index: int) -> int:
-        return self._stems.num_frames(index)
-
-    def read(self, index: int, start: int, length: int) -> Tensor:
-        """Frames ``[start, start + length)`` of the mix of item ``index``: float32 ``(channels, length)``."""
-        return self._stems.read(index, start, length)[0]
-
-    def name(self, index: int) -> str:
-        return self._stems.name(index)
-
-    def category(self, index: int) -> str:
-        return "rendered"
-
-    def __repr__(self) -> str:
-        return repr(self._stems).replace("RenderedStems", "RenderedMusic", 1)
+        super().__init__(stems=(MIX,), **kwargs)
 
 
 def rendered_source(scores: str, split: str, sample_rate: int, channels: int, seed: int, num_items: int,
                     duration: float, soundfont: Optional[PathLike] = None, stems: Optional[Sequence[str]] = None,
                     one_per_stem: bool = False, **kwargs: Any) -> Union[RenderedStems, RenderedMusic]:
-    """The rendered source a datamodule asks for: stems (a multitrack task) or mixes (``stems=None``).
+    """The rendered source a datamodule asks for: stems (a multitrack task) or mixes (``stems=("mix",)``).
 
     Args:
         scores: ``"procedural"``, or a folder of MIDI files.
         split: ``train``, ``valid`` or ``test`` (MIDI files are split by path hash; procedural songs by ``seed``).
         sample_rate, channels, seed, num_items, duration, soundfont, one_per_stem: see :class:`RenderedStems`.
-        stems: the task's stems, or ``None`` for a :class:`RenderedMusic` of mixes.
+        stems: the task's stems, or ``("mix",)`` (or ``None``) for a :class:`RenderedMusic` of mixes.
         **kwargs: further :class:`RenderedStems` options.
     """
     midi = None if str(scores) == PROCEDURAL else scores
     options = dict(num_items=num_items, duration=duration, sample_rate=sample_rate, channels=channels, seed=seed,
                    soundfont=soundfont, midi=midi, split=split, one_per_stem=one_per_stem, **kwargs)
-    if stems is None:
+    if stems is None or tuple(stems) == (MIX,):
         return RenderedMusic(**options)
     return RenderedStems(stems=stems, **options)
