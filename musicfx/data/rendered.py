@@ -12,7 +12,7 @@ Each part (one instrument) is rendered alone and added into the stem :func:`~mus
 assigns it, so the stems sum exactly to the mix; the mix peaks at the song's target (0.5 to 0.9). Items are
 rendered whole in the DataLoader worker that first reads them (at well over 20x real time per core, see
 ``benchmarks/bench_render.py``) and kept in a per-worker LRU cache of ``cache_mb`` megabytes, so the random
-chunks a :class:`~musicfx.data.multitrack.StemChunkDataset` reads from one item cost one rendering (512 MB
+chunks a :class:`~musicfx.data.sampling.ChunkDataset` reads from one item cost one rendering (512 MB
 hold all 64 default songs at 22.05 kHz mono, or 18 of them at 44.1 kHz stereo with four stems).
 
 Bad input is caught when the source is built, before any training step: a missing or corrupt SoundFont or
