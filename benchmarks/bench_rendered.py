@@ -63,7 +63,7 @@ QUICK = {
                 "--model.init_args.model.init_args.head_width=16"],
 }
 #: Training steps per task: the same for both data, so the model sees the same number of batches.
-STEPS = {"denoise": 150, "separate": 50, "debleed": 100}
+STEPS = {"denoise": 150, "separate": 150, "debleed": 100}
 PHENICX_SLOTS = ("violin1", "horn1", "doublebass", "flute1")  # into the t-UNet's vocals, drums, bass, other
 
 
