@@ -39,6 +39,7 @@ from musicfx.data.render.fonts import load_synth, pick_backend, resolve_soundfon
 from musicfx.data.render.midi import list_midi_files, read_midi
 from musicfx.data.render.scores import MIX, Part, Song, check_stems, clean_notes, stem_of
 from musicfx.data.seeding import example_generator, hash_split, normalize_split
+from musicfx.data.sources import stem_positions
 from musicfx.errors import DataError
 
 PathLike = Union[str, os.PathLike]
@@ -192,7 +193,7 @@ class RenderedStems:
 
         Stems default to ``self.stems``; frames outside the item are zero.
         """
-        rows = self._rows(stems)
+        rows = stem_positions(self.stems, stems)
         audio = self._rendered(index)
         out = np.zeros((len(rows), self.channels, length), dtype=np.float32)
         begin, end = max(start, 0), min(start + length, self._frames)
@@ -257,16 +258,6 @@ class RenderedStems:
             if stem not in best or len(part.notes) > len(best[stem].notes):
                 best[stem] = part
         return list(best.values())
-
-    def _rows(self, stems: Optional[Sequence[str]]) -> List[int]:
-        if stems is None:
-            return list(range(len(self.stems)))
-        if isinstance(stems, str):
-            stems = (stems,)
-        unknown = [stem for stem in stems if stem not in self.stems]
-        if unknown:
-            raise ValueError(f"unknown stems {unknown}; this source holds {list(self.stems)}")
-        return [self.stems.index(stem) for stem in stems]
 
     def _check(self, index: int) -> None:
         if not 0 <= index < len(self):

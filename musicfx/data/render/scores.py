@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence, Tuple
 
+from musicfx.data.sources import MIX  # the stem of a source of whole mixes: every part goes into it
+
 #: The 16 General MIDI families of eight programs each, and the name of drum kits.
 GM_FAMILIES: Tuple[str, ...] = (
     "piano", "chromatic", "organ", "guitar", "bass", "strings", "ensemble", "brass",
@@ -33,8 +35,6 @@ VOICE_PROGRAMS: Tuple[int, ...] = (52, 53, 54)
 DRUM_KITS: Tuple[int, ...] = (0, 8, 16, 24, 25, 32, 40)
 #: Roles a part can play; ``other`` takes the rest.
 ROLES: Tuple[str, ...] = ("vocals", "bass", "drums", "other")
-#: The stem of a source of whole mixes: every part goes into it.
-MIX = "mix"
 # Track names that mark a sung (or lead) melody in MIDI files.
 VOCAL_NAMES: Tuple[str, ...] = ("vocal", "voice", "vox", "sing", "melody", "lead vox", "chorus", "choir")
 
