@@ -139,6 +139,45 @@ def wiener(
         return torch.cat(chunks, dim=-1)
 
 
+class MagnitudeStatistics:
+    """Per-bin mean and standard deviation of mono mixture magnitudes, accumulated batch by batch.
+
+    Open-Unmix's statistics pass: before training, the training mixtures' magnitude spectrograms (channels
+    averaged) give each bin's mean and (population) standard deviation, the networks' input normalisation;
+    a standard deviation below ``1e-4`` of the largest is raised to it. Sums are kept in float64.
+
+    Args:
+        n_fft, hop_length: the model's STFT.
+    """
+
+    def __init__(self, n_fft: int, hop_length: int) -> None:
+        self.stft = STFT(n_fft, hop_length)
+        self.count = 0
+        self.total: Optional[Tensor] = None
+        self.total_sq: Optional[Tensor] = None
+
+    def update(self, mix: Tensor) -> None:
+        """Args:
+            mix: ``(batch, channels, time)`` mixtures.
+        """
+        with torch.no_grad():
+            mag = self.stft.to(mix.device)(mix.float()).abs().mean(dim=1).double()  # (B, F, N)
+            frames = mag.transpose(1, 2).reshape(-1, mag.shape[1])
+            total, total_sq = frames.sum(dim=0), frames.square().sum(dim=0)
+            self.total = total if self.total is None else self.total + total
+            self.total_sq = total_sq if self.total_sq is None else self.total_sq + total_sq
+            self.count += frames.shape[0]
+
+    def compute(self) -> Tuple[Tensor, Tensor]:
+        """``(mean, std)``, each ``(n_fft // 2 + 1,)`` float32."""
+        if self.total is None or self.total_sq is None or self.count == 0:
+            raise ValueError("no mixtures were given to the statistics pass")
+        mean = self.total / self.count
+        std = (self.total_sq / self.count - mean.square()).clamp_min(0.0).sqrt()
+        std = torch.maximum(std, 1e-4 * std.max())
+        return mean.float(), std.float()
+
+
 def bandwidth_bins(n_fft: int, sample_rate: int, bandwidth: Optional[float]) -> int:
     """Number of bins from DC up to and including the last bin at or below ``bandwidth`` Hz (all if None)."""
     freqs = fft_frequencies(n_fft, sample_rate)
@@ -313,6 +352,20 @@ class OpenUnmix(nn.Module):
             complex64 ``(..., n_fft // 2 + 1, 1 + time // hop_length)``.
         """
         return self.stft(x)
+
+    def input_statistics(self) -> MagnitudeStatistics:
+        """An accumulator for :meth:`set_input_statistics` with this model's STFT (the statistics pass)."""
+        return MagnitudeStatistics(self.n_fft, self.hop_length)
+
+    def set_input_statistics(self, mean: Tensor, std: Tensor) -> None:
+        """Set every target network's input normalisation from dataset statistics (see :class:`MagnitudeStatistics`).
+
+        Args:
+            mean: per-bin mean ``(n_fft // 2 + 1,)``.
+            std: per-bin standard deviation, same shape.
+        """
+        for network in self.targets:
+            network.set_input_statistics(mean, std)
 
     def _check(self, mix: Tensor) -> None:
         check_mix(mix, self.channels, "OpenUnmix")
