@@ -117,8 +117,12 @@ class SeparationTask(Task):
             raise ConfigError(f"input_statistics needs a model with a statistics pass; {type(self.model).__name__} has none")
         data = self.trainer.datamodule
         accumulator = self.model.input_statistics()
+        limit = self.input_statistics
+        if self.trainer.fast_dev_run:  # a smoke run reads as many batches here as anywhere else
+            runs = int(self.trainer.fast_dev_run)
+            limit = runs if limit < 0 else min(limit, runs)
         for index, batch in enumerate(data.train_dataloader()):
-            if 0 <= self.input_statistics <= index:
+            if 0 <= limit <= index:
                 break
             batch = data.on_after_batch_transfer(self._move(batch), 0)
             accumulator.update(batch["mix"])
