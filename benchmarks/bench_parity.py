@@ -7,7 +7,7 @@ statistics from the audio, so nothing is left at an identity value), musicfx con
 and both separate the same real recording: the sum of the five stems of ``sisec2011-nz-tour`` in
 ``../shared/data``. Printed per configuration: the largest relative error of the outputs (L2 norm of the
 difference over the reference's, and max |difference| over max |reference|) and, at the same size, the CPU
-inference time of musicfx over the reference's (median of ``--repeats`` calls after a warm-up).
+inference time of musicfx over the reference's (median of ``--repeats`` calls after a warm-up, the two alternating).
 
 Run it in the peers' environment (``bash benchmarks/peers.sh``)::
 
@@ -138,14 +138,16 @@ def _as_stems(output: Tensor, batch: int) -> Tensor:
     return output if output.dim() == 4 else output.unsqueeze(1)
 
 
-def median_seconds(call: Callable[[], Any], repeats: int) -> float:
-    call()  # warm-up: allocations, kernels chosen
-    times = []
+def median_seconds(ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int) -> Tuple[float, float]:
+    """Median seconds of each call; the two alternate, so a change in the machine's load hits both alike."""
+    ours(), theirs()  # warm-up: allocations, kernels chosen
+    times: Tuple[List[float], List[float]] = ([], [])
     for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for call, into in ((ours, times[0]), (theirs, times[1])):
+            start = time.perf_counter()
+            call()
+            into.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 UMX_CONFIGS: List[Tuple[str, Dict[str, Any]]] = [
@@ -188,8 +190,7 @@ def run(shared: Path, seconds: float, repeats: int) -> List[Dict[str, Any]]:
             row = dict(model="Open-Unmix", peer="openunmix", config=label,
                        spectrogram_error=errors(ours_est, theirs_est),
                        waveform_error=errors(ours_out, theirs_out[:, : len(config["targets"])]))
-            row["ours_s"] = median_seconds(lambda: ours(mix), repeats)
-            row["theirs_s"] = median_seconds(lambda: reference(mix), repeats)
+            row["ours_s"], row["theirs_s"] = median_seconds(lambda: ours(mix), lambda: reference(mix), repeats)
         rows.append(row)
     for mel, configs in ((False, BS_CONFIGS), (True, MEL_CONFIGS)):
         for index, (label, config) in enumerate(configs):
@@ -200,8 +201,8 @@ def run(shared: Path, seconds: float, repeats: int) -> List[Dict[str, Any]]:
                 theirs_out = _as_stems(reference(audio), audio.shape[0])
                 row = dict(model="Mel-Band RoFormer" if mel else "BS-RoFormer", peer="bs-roformer", config=label,
                            spectrogram_error=None, waveform_error=errors(ours(audio), theirs_out))
-                row["ours_s"] = median_seconds(lambda: ours(audio), repeats)
-                row["theirs_s"] = median_seconds(lambda: reference(audio), repeats)
+                row["ours_s"], row["theirs_s"] = median_seconds(
+                    lambda: ours(audio), lambda: reference(audio), repeats)
             rows.append(row)
     return rows
 

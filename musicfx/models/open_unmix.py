@@ -61,31 +61,10 @@ def _em_step(y: Tensor, x: Tensor, eps: float, regularization: float) -> Tensor:
     covariance = torch.einsum("bsfnc,bsfnd->bsfcd", y, y.conj()) / weight[..., None, None]  # (B, S, F, C, C)
     eye = torch.eye(channels, dtype=y.dtype, device=y.device)
     mix_cov = torch.einsum("bsfn,bsfcd->bfncd", psd.to(y.dtype), covariance) + regularization * eye
-    if channels <= 2:
-        # Closed-form inverse, as Open-Unmix computes it: in float32 a nearly singular C (a window of one
-        # frame, a silent bin) is then inverted with the same rounding, and it is faster than a batched solve.
-        inverse = _inverse_2x2(mix_cov)  # (B, F, N, C, C)
-        gain = covariance.unsqueeze(3) @ inverse.unsqueeze(1)  # R_j C^-1: (B, S, F, N, C, C)
-        images = (gain @ x.unsqueeze(1).unsqueeze(-1)).squeeze(-1)  # (B, S, F, N, C)
-        return psd.to(y.dtype).unsqueeze(-1) * images
-    # More channels: C^-1 x once per bin, then each source's v_j R_j applied to it.
+    # C^-1 x once per bin, then each source's gain v_j R_j applied to it: never materialises S gain matrices.
     solved = torch.linalg.solve(mix_cov, x.unsqueeze(-1))  # (B, F, N, C, 1)
     images = covariance.unsqueeze(3) @ solved.unsqueeze(1)  # (B, S, F, N, C, 1)
     return psd.to(y.dtype).unsqueeze(-1) * images.squeeze(-1)
-
-
-def _reciprocal(z: Tensor) -> Tensor:
-    """``1 / z`` as ``conj(z) / |z|^2`` (Open-Unmix's form; torch's complex division scales differently)."""
-    return z.conj() / (z.real.square() + z.imag.square())
-
-
-def _inverse_2x2(m: Tensor) -> Tensor:
-    """Inverse of ``(..., C, C)`` complex matrices with ``C`` 1 or 2, by the adjugate over the determinant."""
-    if m.shape[-1] == 1:
-        return _reciprocal(m)
-    a, b, c, d = m[..., 0, 0], m[..., 0, 1], m[..., 1, 0], m[..., 1, 1]
-    inv_det = _reciprocal(a * d - b * c)
-    return torch.stack([torch.stack([inv_det * d, -inv_det * b], -1), torch.stack([-inv_det * c, inv_det * a], -1)], -2)
 
 
 def wiener(
