@@ -129,6 +129,17 @@ class RotaryEmbedding(nn.Module):
         self.dim = dim
         inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2).float() / dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._cache: Optional[Tensor] = None
+
+    def rotations(self, length: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """``exp(i * position * inv_freq)``, complex ``(length, dim / 2)``; kept for the last length asked."""
+        cached = self._cache
+        if cached is None or cached.shape[0] != length or cached.device != device or cached.dtype != dtype:
+            positions = torch.arange(length, device=device, dtype=torch.float32)
+            angles = (positions[:, None] * self.inv_freq.to(device)[None, :]).to(dtype)
+            cached = torch.polar(torch.ones_like(angles), angles)
+            self._cache = cached
+        return cached
 
     def forward(self, x: Tensor) -> Tensor:
         """Args:
@@ -137,15 +148,11 @@ class RotaryEmbedding(nn.Module):
         Returns:
             Rotated ``x``, same shape and dtype.
         """
-        length = x.shape[-2]
         with torch.autocast(device_type=x.device.type, enabled=False):
-            positions = torch.arange(length, device=x.device, dtype=torch.float32)
-            angles = (positions[:, None] * self.inv_freq[None, :]).repeat_interleave(2, dim=-1)  # (L, dim)
-            angles = angles.to(_at_least_float32(x).dtype)
-            y = _at_least_float32(x)
-            pairs = y.unflatten(-1, (-1, 2))
-            turned = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)  # (x0, x1) -> (-x1, x0)
-            rotated = y * angles.cos() + turned * angles.sin()
+            y = _at_least_float32(x).contiguous()
+            # A pair (x0, x1) as the complex x0 + i x1: the rotation is one complex product.
+            pairs = torch.view_as_complex(y.unflatten(-1, (-1, 2)))
+            rotated = torch.view_as_real(pairs * self.rotations(x.shape[-2], x.device, y.dtype)).flatten(-2)
         return rotated.to(x.dtype)
 
 
