@@ -27,7 +27,7 @@ same spectrogram estimates and separated waveforms.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -167,6 +167,14 @@ class MagnitudeStatistics:
             self.total = total if self.total is None else self.total + total
             self.total_sq = total_sq if self.total_sq is None else self.total_sq + total_sq
             self.count += frames.shape[0]
+
+    def merge(self, reduce_sum: Callable[[Tensor], Tensor]) -> None:
+        """Sum the accumulators over processes (``reduce_sum``: e.g. an all-reduce), so that every process of
+        a distributed run sets the same normalisation."""
+        if self.total is None or self.total_sq is None:
+            raise ValueError("no mixtures were given to the statistics pass")
+        self.total, self.total_sq = reduce_sum(self.total), reduce_sum(self.total_sq)
+        self.count = int(reduce_sum(torch.tensor(float(self.count), dtype=torch.float64, device=self.total.device)))
 
     def compute(self) -> Tuple[Tensor, Tensor]:
         """``(mean, std)``, each ``(n_fft // 2 + 1,)`` float32."""

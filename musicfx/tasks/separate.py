@@ -114,7 +114,9 @@ class SeparationTask(Task):
     def _statistics_pass(self) -> None:
         """Open-Unmix's statistics pass over the training mixtures (see ``input_statistics``)."""
         if not hasattr(self.model, "input_statistics"):
-            raise ConfigError(f"input_statistics needs a model with a statistics pass; {type(self.model).__name__} has none")
+            raise ConfigError(
+                f"input_statistics needs a model with a statistics pass; {type(self.model).__name__} has none"
+            )
         data = self.trainer.datamodule
         accumulator = self.model.input_statistics()
         limit = self.input_statistics
@@ -126,6 +128,7 @@ class SeparationTask(Task):
                 break
             batch = data.on_after_batch_transfer(self._move(batch), 0)
             accumulator.update(batch["mix"])
+        accumulator.merge(lambda total: self.trainer.strategy.reduce(total, reduce_op="sum"))
         mean, std = accumulator.compute()
         self.model.set_input_statistics(mean, std)
         self._input_statistics = {"mean": mean.cpu(), "std": std.cpu()}
