@@ -176,6 +176,12 @@ MEL_CONFIGS: List[Tuple[str, Dict[str, Any]]] = [
 ]
 
 
+def _report(row: Dict[str, Any]) -> None:
+    """One finished configuration on stderr, so a long run shows its progress."""
+    print(f"  {row['model']}, {row['config']}: waveform error {max(row['waveform_error']):.1e}, "
+          f"ours / theirs {row['ours_s']:.3f} / {row['theirs_s']:.3f} s", file=sys.stderr, flush=True)
+
+
 def run(shared: Path, seconds: float, repeats: int) -> List[Dict[str, Any]]:
     mix = load_mix(shared, seconds)
     rows: List[Dict[str, Any]] = []
@@ -192,6 +198,7 @@ def run(shared: Path, seconds: float, repeats: int) -> List[Dict[str, Any]]:
                        waveform_error=errors(ours_out, theirs_out[:, : len(config["targets"])]))
             row["ours_s"], row["theirs_s"] = median_seconds(lambda: ours(mix), lambda: reference(mix), repeats)
         rows.append(row)
+        _report(row)
     for mel, configs in ((False, BS_CONFIGS), (True, MEL_CONFIGS)):
         for index, (label, config) in enumerate(configs):
             audio = mix if config.get("stereo") else mix.mean(dim=1, keepdim=True)
@@ -204,6 +211,7 @@ def run(shared: Path, seconds: float, repeats: int) -> List[Dict[str, Any]]:
                 row["ours_s"], row["theirs_s"] = median_seconds(
                     lambda: ours(audio), lambda: reference(audio), repeats)
             rows.append(row)
+            _report(row)
     return rows
 
 
