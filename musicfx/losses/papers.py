@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from musicfx.audio.spectral import hann_window, stft
-from musicfx.losses.separation import _check_reduction, _check_same_shape, _reduce
+from musicfx.losses.separation import _check_same_shape
+from musicfx.metrics.reduction import check_reduction, reduce
 
 __all__ = ["BSRoFormerLoss", "UnmixMagnitudeLoss"]
 
@@ -52,7 +53,7 @@ class BSRoFormerLoss(nn.Module):
         self.hop_length = int(hop_length)
         self.min_n_fft = int(min_n_fft)
         self.stft_weight = float(stft_weight)
-        self.reduction = _check_reduction(reduction)
+        self.reduction = check_reduction(reduction)
 
     def forward(self, estimate: Tensor, target: Tensor) -> Tensor:
         _check_same_shape(estimate, target, "BSRoFormerLoss")
@@ -67,7 +68,7 @@ class BSRoFormerLoss(nn.Module):
                     target, n_fft, self.hop_length, window=window
                 )
                 total = total + self.stft_weight * difference.abs().reshape(batch, -1).mean(dim=1)
-        return _reduce(total, self.reduction)
+        return reduce(total, self.reduction)
 
 
 class UnmixMagnitudeLoss(nn.Module):
@@ -84,10 +85,10 @@ class UnmixMagnitudeLoss(nn.Module):
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
-        self.reduction = _check_reduction(reduction)
+        self.reduction = check_reduction(reduction)
 
     def forward(self, estimate: Tensor, target: Tensor) -> Tensor:
         _check_same_shape(estimate, target, "UnmixMagnitudeLoss")
         with torch.autocast(device_type=estimate.device.type, enabled=False):
             error = (estimate.float() - target.float()).square()
-        return _reduce(error.reshape(error.shape[0], -1).mean(dim=1), self.reduction)
+        return reduce(error.reshape(error.shape[0], -1).mean(dim=1), self.reduction)
