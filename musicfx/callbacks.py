@@ -19,7 +19,7 @@ class LastCheckpoint(ModelCheckpoint):
 
     Args:
         dirpath: folder of ``last.ckpt``; default ``<trainer.default_root_dir>/checkpoints`` (the recipe CLI
-            fills it in before the run starts, so ``--ckpt_path last`` finds it; see :mod:`musicfx.recipe`).
+            fills it in before the run starts, so ``--ckpt_path last`` finds it; see :mod:`musicfx.tasks.rundir`).
         every_n_train_steps: how often to rewrite it during training.
         save_top_k: ranked checkpoints to keep besides ``last.ckpt`` (none by default).
         enable_version_counter: ``False`` keeps one ``last.ckpt`` (no ``last-v1.ckpt`` on a rerun).

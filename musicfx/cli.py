@@ -35,7 +35,7 @@ def _run_lightning(argv: Optional[List[str]]) -> int:
     """Run LightningCLI on ``argv`` (``None``: on ``sys.argv``, which DDP launchers re-execute)."""
     import lightning.pytorch as pl
 
-    from musicfx.recipe import RecipeCLI
+    from musicfx.tasks.rundir import RecipeCLI
     from musicfx.tasks.base import Task
 
     RecipeCLI(

@@ -13,7 +13,7 @@ class CSVLogger(_LightningCSVLogger):
 
     Args:
         save_dir: default ``None``: the trainer's ``default_root_dir`` (filled in by the recipe CLI,
-            :mod:`musicfx.recipe`), else the current folder.
+            :mod:`musicfx.tasks.rundir`), else the current folder.
         name: sub-folder of ``save_dir``.
         **kwargs: other :class:`lightning.pytorch.loggers.CSVLogger` arguments.
     """

@@ -366,7 +366,7 @@ class AutomixData(MultitrackData):
     # ---------------------------------------------------------------------------------------- the scene
     def scene(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         from musicfx.audio.io import convert_channels
-        from musicfx.synth.random import derive_seeds
+        from musicfx.rng import derive_seeds
 
         stems, seeds = batch["stems"], batch["seed"]
         count = len(self.stems)

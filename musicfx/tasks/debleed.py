@@ -238,9 +238,10 @@ class BleedData(MultitrackData):
         self._room_bank = None
         if "room" in ([kinds] if isinstance(kinds, str) else kinds):
             self._room_bank = dict(num_rooms=rooms, seed=self.seed, rt60=tuple(rt60), cache_dir=self.cache_dir)
+        self._ir_folder = ir_folder
         self._bleed_settings = dict(
             kind=kinds, num_tracks=len(self.stems), diagonal=tuple(diagonal), off_diagonal=tuple(off_diagonal),
-            max_delay_ms=max_delay_ms, rt60=tuple(rt60), ir_length=ir_length, ir_folder=ir_folder,
+            max_delay_ms=max_delay_ms, rt60=tuple(rt60), ir_length=ir_length,
         )
         self.augment = RemixAugment(
             shift=0, group_size=remix_group_size, remix=remix, gain=tuple(gain), channel_swap=0.0, sign_flip=0.0
@@ -248,9 +249,14 @@ class BleedData(MultitrackData):
         self.build_scene()
 
     def build_scene(self) -> None:
+        from musicfx.data.impulse_responses import load_impulse_responses
         from musicfx.synth.bleed import BleedSynth
 
-        self.synth = BleedSynth(sample_rate=self.sample_rate, room_bank=self._room_bank, **self._bleed_settings)
+        # The synth never reads files: measured responses are loaded here, at the data's sample rate.
+        responses = None if self._ir_folder is None else load_impulse_responses(
+            self._ir_folder, self.sample_rate, max(1, round(self._bleed_settings["ir_length"] * self.sample_rate)))
+        self.synth = BleedSynth(sample_rate=self.sample_rate, room_bank=self._room_bank, impulse_responses=responses,
+                                **self._bleed_settings)
 
     @property
     def draw(self):
