@@ -21,7 +21,7 @@ import importlib
 import os
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Set, Tuple, Union
+from typing import Callable, Dict, List, Optional, Set, Tuple, Union
 
 import numpy as np
 
@@ -204,21 +204,9 @@ class SoundFontSynth:
         synth.program_select(channel, self._font, bank, program, is_drums=is_drum)
         synth.control_change(channel, 10, pan)
         out = np.zeros(2 * frames, dtype=np.float32)  # interleaved stereo, as the synth writes it
-        position = 0
         try:
-            for frame, on, pitch, velocity in events:
-                frame = min(frame, frames)
-                if frame > position:
-                    synth.generate_simple(frame - position, memoryview(out[2 * position:2 * frame]).cast("B"))
-                    position = frame
-                if frame >= frames:
-                    break
-                if on:
-                    synth.noteon(channel, pitch, velocity)
-                else:
-                    synth.noteoff(channel, pitch)
-            if position < frames:
-                synth.generate_simple(frames - position, memoryview(out[2 * position:]).cast("B"))
+            _play(events, frames, channel, synth, lambda first, last: synth.generate_simple(
+                last - first, memoryview(out[2 * first:2 * last]).cast("B")))
         finally:
             self._silence_tsf()
         return out.reshape(frames, 2).T
@@ -235,22 +223,9 @@ class SoundFontSynth:
         synth = self._synth
         synth.program_select(channel, self._font, bank, program)
         synth.cc(channel, 10, pan)
-        chunks = []
-        position = 0
+        chunks: List[np.ndarray] = []
         try:
-            for frame, on, pitch, velocity in events:
-                frame = min(frame, frames)
-                if frame > position:
-                    chunks.append(synth.get_samples(frame - position))
-                    position = frame
-                if frame >= frames:
-                    break
-                if on:
-                    synth.noteon(channel, pitch, velocity)
-                else:
-                    synth.noteoff(channel, pitch)
-            if position < frames:
-                chunks.append(synth.get_samples(frames - position))
+            _play(events, frames, channel, synth, lambda first, last: chunks.append(synth.get_samples(last - first)))
         finally:
             synth.all_sounds_off(channel)
             synth.get_samples(self.sample_rate // 10)  # render the release away: nothing leaks into the next part
@@ -260,6 +235,27 @@ class SoundFontSynth:
 
     def __getstate__(self):
         raise TypeError("a loaded SoundFontSynth is not picklable; call load_synth() in each process")
+
+
+def _play(events: List[Tuple[int, int, int, int]], frames: int, channel: int, synth,
+          generate: Callable[[int, int], object]) -> None:
+    """Drive ``synth`` (either binding: both take ``noteon(channel, pitch, velocity)`` and ``noteoff(channel,
+    pitch)``) through ``events`` (``(frame, on, pitch, velocity)``, sorted), calling ``generate(first, last)``
+    for every stretch of frames between events; frames past ``frames`` are never generated."""
+    position = 0
+    for frame, on, pitch, velocity in events:
+        frame = min(frame, frames)
+        if frame > position:
+            generate(position, frame)
+            position = frame
+        if frame >= frames:
+            break
+        if on:
+            synth.noteon(channel, pitch, velocity)
+        else:
+            synth.noteoff(channel, pitch)
+    if position < frames:
+        generate(position, frames)
 
 
 def load_synth(soundfont: Optional[PathLike], sample_rate: int, backend: str = "auto",
