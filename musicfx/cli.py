@@ -34,11 +34,11 @@ UNWRITABLE_AUDIO_SUFFIXES = (".mp3", ".mp4", ".m4a", ".aac", ".wma", ".webm", ".
 def _run_lightning(argv: Optional[List[str]]) -> int:
     """Run LightningCLI on ``argv`` (``None``: on ``sys.argv``, which DDP launchers re-execute)."""
     import lightning.pytorch as pl
-    from lightning.pytorch.cli import LightningCLI
 
+    from musicfx.tasks.rundir import RecipeCLI
     from musicfx.tasks.base import Task
 
-    LightningCLI(
+    RecipeCLI(
         Task,
         pl.LightningDataModule,
         subclass_mode_model=True,
