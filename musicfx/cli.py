@@ -40,7 +40,6 @@ def _run_lightning(argv: Optional[List[str]]) -> int:
 
     from musicfx.tasks.base import Task
 
-    _check_ckpt_path(sys.argv[1:] if argv is None else argv)
     LightningCLI(
         Task,
         pl.LightningDataModule,
@@ -108,6 +107,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] in LIGHTNING_COMMANDS:
+            _check_ckpt_path(argv)
             return _run_lightning(None if argv == sys.argv[1:] else argv)
         parser = _build_parser()
         args = parser.parse_args(argv)
