@@ -42,7 +42,6 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from musicfx.audio.io import AUDIO_EXTENSIONS, atomic_path, convert_channels, read_stems
-from musicfx.audio.stems import MUSDB_STEMS, MUSDB_STREAMS, STEM_FILE_SUFFIX, track_name
 from musicfx.data.cache import PROGRESS_MIN_FILES, DecodedCache
 from musicfx.data.generator import STEMS as GENERATOR_STEMS
 from musicfx.data.generator import Score, draw_score, peak_gain, render
@@ -52,7 +51,11 @@ from musicfx.errors import DataError, MissingDependencyError
 
 PathLike = Union[str, os.PathLike]
 
-DEFAULT_STEMS: Tuple[str, ...] = MUSDB_STEMS
+#: The four MUSDB18 targets, in the order Open-Unmix and Demucs list them.
+DEFAULT_STEMS: Tuple[str, ...] = ("vocals", "drums", "bass", "other")
+#: Streams of a MUSDB18 ``.stem.mp4``, in file order.
+MUSDB_STREAMS: Tuple[str, ...] = ("mixture", "drums", "bass", "other", "vocals")
+STEM_FILE_SUFFIX = ".stem.mp4"
 _VALID_HINT = " (the official validation tracks); for other songs, put validation songs in root/valid/"
 # Listing more names than this in a warning or error only buries the message.
 _MAX_LISTED = 8
@@ -506,7 +509,7 @@ class MUSDB18(_CachedSongs):
         self.split = normalize_split(split)
         folder, keep_valid = _split_folder(self.root, self.split)
         _check_musdb_root(self.root, folder, "MUSDB18")
-        files = {track_name(path): path for path in _stem_mp4_files(folder)}
+        files = {path.name[:-len(STEM_FILE_SUFFIX)]: path for path in _stem_mp4_files(folder)}
         if not files:
             raise DataError(f"{folder}: no *{STEM_FILE_SUFFIX} files found")
         names = _official_split(sorted(files), keep_valid)
