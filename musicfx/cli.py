@@ -36,11 +36,11 @@ ERROR_STATUS = 1
 def _run_lightning(argv: Optional[List[str]]) -> int:
     """Run LightningCLI on ``argv`` (``None``: on ``sys.argv``, which DDP launchers re-execute)."""
     import lightning.pytorch as pl
-    from lightning.pytorch.cli import LightningCLI
 
+    from musicfx.tasks.rundir import RecipeCLI
     from musicfx.tasks.base import Task
 
-    LightningCLI(
+    RecipeCLI(
         Task,
         pl.LightningDataModule,
         subclass_mode_model=True,
