@@ -122,7 +122,7 @@ def kamir_speed(seconds: float, rates: Sequence[int], devices: Sequence[torch.de
     import soundfile as sf
 
     from musicfx.baselines.kamir import KAMIR, kamir
-    from musicfx.commands.debleed import KAMIR_OVERLAP, KAMIR_SEGMENT, debleed_files
+    from musicfx.debleed import KAMIR_OVERLAP, KAMIR_SEGMENT, debleed_files
 
     rows = []
     for rate in rates:
@@ -289,7 +289,7 @@ def dagstuhl(shared: Path, listen_dir: Path, model: Optional[Tuple[str, torch.nn
              n_ffts: Sequence[int]) -> List[Dict[str, Any]]:
     """Leakage before/after KAMIR (and the model on the 4-voice sets), outputs under ``listen_dir``."""
     from musicfx.baselines.kamir import KAMIR
-    from musicfx.commands.debleed import (KAMIR_OVERLAP, KAMIR_SEGMENT, MODEL_OVERLAP, MODEL_SEGMENT, debleed_files,
+    from musicfx.debleed import (KAMIR_OVERLAP, KAMIR_SEGMENT, MODEL_OVERLAP, MODEL_SEGMENT, debleed_files,
                                           file_leakage)
 
     rows = []

@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "load": "musicfx.api",
     "denoise": "musicfx.api",
+    "separate": "musicfx.api",
     "apply_model": "musicfx.inference",
     "Task": "musicfx.tasks.base",
     "DenoiseTask": "musicfx.tasks.denoise",

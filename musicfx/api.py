@@ -5,7 +5,7 @@ import importlib
 import os
 import warnings
 from pathlib import Path
-from typing import Optional, Union
+from typing import Dict, Optional, Union
 
 import torch
 
@@ -14,7 +14,8 @@ from musicfx.errors import MusicfxError
 PathLike = Union[str, os.PathLike]
 
 
-def _resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
+def resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
+    """``"auto"`` (or ``None``): CUDA when available, else the CPU; anything else as ``torch.device`` takes it."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -38,7 +39,7 @@ def load(checkpoint: PathLike, device: Optional[Union[str, torch.device]] = "cpu
     path = Path(checkpoint)
     if not path.is_file():
         raise MusicfxError(f"{path}: no such checkpoint")
-    device = _resolve_device(device)
+    device = resolve_device(device)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:
@@ -57,6 +58,10 @@ def load(checkpoint: PathLike, device: Optional[Union[str, torch.device]] = "cpu
     return task.eval().to(device)
 
 
+def _task(model: Union[PathLike, torch.nn.Module]) -> torch.nn.Module:
+    return load(model) if isinstance(model, (str, os.PathLike)) else model
+
+
 def denoise(
     audio: torch.Tensor,
     sample_rate: int,
@@ -64,6 +69,7 @@ def denoise(
     method: str = "model",
     segment: float = 10.0,
     overlap: float = 0.25,
+    shifts: int = 0,
 ) -> torch.Tensor:
     """Denoise a recording with a trained model or the classical spectral gate.
 
@@ -73,6 +79,7 @@ def denoise(
         model: a checkpoint path or a loaded task (``method="model"``).
         method: ``"model"`` or ``"spectral-gate"``.
         segment, overlap: chunking in seconds / fraction (see :func:`musicfx.inference.apply_model`).
+        shifts: test-time shift augmentation (the model averaged over this many random shifts; 0: none).
 
     Returns:
         Denoised audio, same shape and rate as ``audio``.
@@ -85,5 +92,27 @@ def denoise(
         raise ValueError(f"method must be 'model' or 'spectral-gate', got {method!r}")
     if model is None:
         raise ValueError("pass model= (a checkpoint path or a loaded task), or method='spectral-gate'")
-    task = load(model) if isinstance(model, (str, os.PathLike)) else model
-    return task.denoise(audio, sample_rate, segment=segment, overlap=overlap)
+    return _task(model).denoise(audio, sample_rate, segment=segment, overlap=overlap, shifts=shifts)
+
+
+def separate(
+    audio: torch.Tensor,
+    sample_rate: int,
+    model: Union[PathLike, torch.nn.Module],
+    segment: float = 10.0,
+    overlap: float = 0.25,
+    shifts: int = 0,
+) -> Dict[str, torch.Tensor]:
+    """Separate a recording into stems with a trained separation model.
+
+    Args:
+        audio: ``(channels, time)`` or ``(time,)``.
+        sample_rate: of ``audio``.
+        model: a checkpoint path or a loaded separation task.
+        segment, overlap: chunking in seconds / fraction (see :func:`musicfx.inference.apply_model`).
+        shifts: test-time shift augmentation (the model averaged over this many random shifts; 0: none).
+
+    Returns:
+        ``{source: audio}``, each shaped and sampled like ``audio``.
+    """
+    return _task(model).separate(audio, sample_rate, segment=segment, overlap=overlap, shifts=shifts)

@@ -19,9 +19,12 @@ silent in any source of a group is left out for the whole group, and SIR depends
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +32,13 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from musicfx.audio.stems import MUSDB_STREAMS, STEM_FILE_SUFFIX, track_name
 from musicfx.errors import AudioError, DataError, MissingDependencyError
 
 PathLike = Union[str, os.PathLike]
 
 #: MUSDB18's stems, in the order of its ``.stem.mp4`` streams (after the mixture).
-MUSDB_TARGETS: Tuple[str, ...] = ("drums", "bass", "other", "vocals")
+MUSDB_TARGETS: Tuple[str, ...] = MUSDB_STREAMS[1:]
 #: museval's derived target: everything but the vocals.
 ACCOMPANIMENT = "accompaniment"
 _ACCOMPANIMENT_PARTS = ("drums", "bass", "other")
@@ -76,7 +80,8 @@ def _target_files(folder: Path) -> Dict[str, Path]:
 
 def find_tracks(root: PathLike, what: str = "tracks") -> Dict[str, _Track]:
     """Tracks under ``root``: ``<track>/<target>.wav`` folders or ``<track>.stem.mp4`` files, directly in
-    ``root`` or one level down in subset folders (``root/test/<track>/...``).
+    ``root`` or one level down in subset folders (``root/test/<track>/...``); or ``root`` itself when it is
+    one song's folder of ``<target>.wav`` files (the track is named after the folder).
 
     Args:
         root: the folder to scan.
@@ -91,6 +96,9 @@ def find_tracks(root: PathLike, what: str = "tracks") -> Dict[str, _Track]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder ({what})")
+    own = _target_files(root)
+    if set(own) - {"mixture"}:
+        return {root.resolve().name: _Track(root.resolve().name, None, root, own)}
     found: Dict[str, _Track] = {}
 
     def add(track: _Track) -> None:
@@ -102,8 +110,8 @@ def find_tracks(root: PathLike, what: str = "tracks") -> Dict[str, _Track]:
         for entry in sorted(folder.iterdir()):
             if entry.name.startswith("."):
                 continue
-            if entry.is_file() and entry.name.lower().endswith(".stem.mp4"):
-                add(_Track(entry.name[: -len(".stem.mp4")], subset, entry))
+            if entry.is_file() and entry.name.lower().endswith(STEM_FILE_SUFFIX):
+                add(_Track(track_name(entry), subset, entry))
             elif entry.is_dir():
                 files = _target_files(entry)
                 if files:
@@ -114,7 +122,8 @@ def find_tracks(root: PathLike, what: str = "tracks") -> Dict[str, _Track]:
     scan(root, root.name if root.name in _SUBSETS else None, 0)
     if not found:
         raise DataError(
-            f"{root}: no tracks found ({what}: expected <track>/<target>.wav folders or <track>.stem.mp4 files)"
+            f"{root}: no tracks found ({what}: expected <target>.wav files, <track>/<target>.wav folders or "
+            "<track>.stem.mp4 files)"
         )
     return dict(sorted(found.items()))
 
@@ -418,7 +427,28 @@ def _choose_targets(
         warnings.warn(
             f"targets missing from some tracks are not scored: {', '.join(sorted(partial))}", UserWarning, stacklevel=3
         )
+    # Targets on one side only: a forgotten estimate should not pass for a complete score.
+    unestimated = set().union(*(set(references[n].files or MUSDB_TARGETS) - {"mixture"} for n in names))
+    unestimated -= set().union(*(estimates[n].files for n in names))
+    if unestimated:
+        warnings.warn(f"no estimate for {', '.join(_ordered(unestimated))}: not scored", UserWarning, stacklevel=3)
+    unreferenced = set().union(*(estimates[n].files for n in names)) - set().union(
+        *(references[n].targets() for n in names))
+    if unreferenced:
+        warnings.warn(f"no reference for the estimates {', '.join(_ordered(unreferenced))}: not scored", UserWarning,
+                      stacklevel=3)
     return _ordered(common)
+
+
+def _score_track(evaluator: "_Evaluator", name: str, reference: _Track, estimate: _Track) -> None:
+    """Read one track's references and estimates (``evaluator.targets``) and score them."""
+    ref_audio, ref_rate = _load_track(reference, evaluator.targets)
+    est_audio, est_rate = _load_track(estimate, evaluator.targets)
+    if ref_rate != est_rate:
+        raise AudioError(
+            f"{estimate.path}: estimates at {est_rate} Hz, references ({reference.path}) at {ref_rate} Hz"
+        )
+    evaluator.add(name, estimate.subset or reference.subset, ref_audio, est_audio, ref_rate, str(estimate.path))
 
 
 def evaluate_folders(
@@ -452,6 +482,11 @@ def evaluate_folders(
     """
     reference_tracks = find_tracks(references, "references")
     estimate_tracks = find_tracks(estimates, "estimates")
+    if len(reference_tracks) == 1 and len(estimate_tracks) == 1 and Path(estimates).resolve() == next(
+            iter(estimate_tracks.values())).path.resolve():
+        # One song's folder of estimates against one song: they pair whatever the folders are called.
+        (name, track), = estimate_tracks.items()
+        estimate_tracks = {next(iter(reference_tracks)): track}
     unknown = sorted(set(estimate_tracks) - set(reference_tracks))
     if unknown:
         raise DataError(f"{estimates}: estimates for tracks with no reference in {references}: {', '.join(unknown)}")
@@ -468,14 +503,7 @@ def evaluate_folders(
     chosen = _choose_targets(reference_tracks, estimate_tracks, names, targets)
     evaluator = _Evaluator(chosen, full, Path(json_dir) if json_dir is not None else None)
     for name in _progress(names, progress, "evaluating"):
-        reference, estimate = reference_tracks[name], estimate_tracks[name]
-        ref_audio, ref_rate = _load_track(reference, chosen)
-        est_audio, est_rate = _load_track(estimate, chosen)
-        if ref_rate != est_rate:
-            raise AudioError(
-                f"{estimate.path}: estimates at {est_rate} Hz, references ({reference.path}) at {ref_rate} Hz"
-            )
-        evaluator.add(name, estimate.subset or reference.subset, ref_audio, est_audio, ref_rate, str(estimate.path))
+        _score_track(evaluator, name, reference_tracks[name], estimate_tracks[name])
     return evaluator.report()
 
 
@@ -490,34 +518,39 @@ def _split_tracks(musdb_root: Path, split: str) -> Tuple[Dict[str, _Track], str]
     return find_tracks(folder, f"MUSDB18 {split} split"), split
 
 
-def _mixture(track: _Track, audio: Dict[str, torch.Tensor]) -> torch.Tensor:
-    if "mixture" in audio:
-        return audio.pop("mixture")
-    # MUSDB18's mixtures are the sum of its stems; use that when a folder lacks mixture.wav.
-    parts = [audio[t] for t in MUSDB_TARGETS if t in audio]
+def _mixture_input(track: _Track) -> Union[Path, List[Path]]:
+    """What the engine reads as the track's mixture: its ``.stem.mp4`` (stream 0), ``mixture.wav``, or its
+    stem files, summed as they are read (MUSDB18's mixtures are the sum of its stems)."""
+    if track.is_stem_file:
+        return track.path
+    if "mixture" in track.files:
+        return track.files["mixture"]
+    parts = [track.files[t] for t in MUSDB_TARGETS if t in track.files]
     if not parts:
         raise DataError(f"{track.path}: no mixture and no stems")
-    frames = min(p.shape[-1] for p in parts)
-    return sum(p[:, :frames] for p in parts)
+    return parts
 
 
 def _run_oracle(
     kind: str, mix: torch.Tensor, stems: torch.Tensor, sample_rate: int, segment: float = 30.0
 ) -> torch.Tensor:
-    """Oracle estimates ``(S, C, T)`` computed in overlapping segments, so memory does not grow with the
-    track (a whole-song STFT of four stereo stems takes gigabytes)."""
+    """Oracle estimates ``(S, C, T)`` computed by the engine in overlapping segments, so memory does not
+    grow with the track's STFT (a whole-song STFT of four stereo stems takes gigabytes)."""
     from musicfx.baselines.oracle import ORACLES
-    from musicfx.inference import OverlapAdd
+    from musicfx.inference import apply_model
 
     oracle = ORACLES[kind]
     frames = min(mix.shape[-1], stems.shape[-1])
     stacked = torch.cat([mix[None, :, :frames], stems[..., :frames]], dim=0)  # (1 + S, C, T)
-    seg = int(segment * sample_rate)
-    if frames <= seg:
-        return oracle(stacked[0], stacked[1:])
-    engine = OverlapAdd(lambda x: oracle(x[:, 0], x[:, 1:]), seg, seg // 8)
-    outs = [engine.push(stacked[..., start : start + seg]) for start in range(0, frames, seg)] + [engine.flush()]
-    return torch.cat([out for out in outs if out.shape[-1]], dim=-1)[..., :frames]
+    count, channels = stacked.shape[:2]
+
+    def masks(x: torch.Tensor) -> torch.Tensor:
+        # (batch, (1 + S) * C, t) -> (batch, S, C, t): the mixture and the true stems side by side as channels.
+        x = x.reshape(x.shape[0], count, channels, x.shape[-1])
+        return oracle(x[:, 0], x[:, 1:])
+
+    return apply_model(masks, stacked.reshape(count * channels, frames), sample_rate, sample_rate,
+                       count * channels, segment=segment, overlap=0.125)
 
 
 def evaluate_model(
@@ -533,6 +566,7 @@ def evaluate_model(
     full: bool = False,
     json_dir: Optional[PathLike] = None,
     progress: bool = True,
+    shifts: int = 0,
 ) -> EvaluationReport:
     """Separate every track of a MUSDB18 / MUSDB18-HQ split and score the estimates.
 
@@ -547,8 +581,9 @@ def evaluate_model(
             layout, readable by :func:`evaluate_folders`).
         oracle: ``"irm"`` or ``"ibm"``: score that oracle mask (drums, bass, other, vocals) instead of
             a task.
-        segment, overlap, batch_size, device: chunking of the model (see
-            :func:`musicfx.inference.apply_model`).
+        segment, overlap, batch_size, device, shifts: the engine's settings (see
+            :func:`musicfx.inference.process_files`); the mixture streams from its file through the engine
+            into estimate files (``output_dir`` or a temporary folder) that are then scored.
         full, json_dir: as for :func:`evaluate_folders`.
         progress: show a progress bar.
 
@@ -556,7 +591,7 @@ def evaluate_model(
         The :class:`EvaluationReport`.
     """
     from musicfx.audio.io import write_audio
-    from musicfx.inference import apply_model
+    from musicfx.inference import separate_file
 
     if (task is None) == (oracle is None):
         raise ValueError("pass either a task or oracle='irm'|'ibm'")
@@ -565,30 +600,34 @@ def evaluate_model(
     tracks, subset = _split_tracks(Path(musdb_root), split)
     sources = MUSDB_TARGETS if task is None else tuple(task.sources)
     evaluator = _Evaluator(sources, full, Path(json_dir) if json_dir is not None else None)
-    for name in _progress(list(tracks), progress, "separating"):
-        track = tracks[name]
-        available = track.targets()
-        for source in sources:
-            if source not in available:
-                raise DataError(f"{track.path}: no reference for source '{source}'")
-        wanted = list(sources) + (["mixture"] if track.is_stem_file or "mixture" in track.files else [])
-        references, rate = _load_track(track, wanted)
-        mix = _mixture(track, references)
-        if task is None:
-            estimates = _run_oracle(oracle, mix, torch.stack([references[s] for s in sources]), rate)
-        else:
-            estimates = apply_model(
-                task.model, mix, rate, task.sample_rate, task.channels, segment=segment, overlap=overlap,
-                batch_size=batch_size, device=device,
-            )
-            if estimates.dim() != 3 or estimates.shape[0] != len(sources):
-                raise RuntimeError(
-                    f"model returned {tuple(estimates.shape)} for {len(sources)} sources {list(sources)}; "
-                    "expected (sources, channels, time)"
+    with contextlib.ExitStack() as stack:
+        scratch = None if output_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        for name in _progress(list(tracks), progress, "separating"):
+            track = tracks[name]
+            available = track.targets()
+            for source in sources:
+                if source not in available:
+                    raise DataError(f"{track.path}: no reference for source '{source}'")
+            folder = (Path(output_dir) / subset if output_dir is not None else scratch) / name
+            estimate = _Track(name, subset, folder, {source: folder / f"{source}.wav" for source in sources})
+            if task is None:
+                wanted = list(sources) + (["mixture"] if track.is_stem_file or "mixture" in track.files else [])
+                references, rate = _load_track(track, wanted)
+                mix = references.pop("mixture", None)
+                if mix is None:  # MUSDB18's mixtures are the sum of its stems
+                    frames = min(references[s].shape[-1] for s in sources)
+                    mix = sum(references[s][:, :frames] for s in sources)
+                estimates = _run_oracle(oracle, mix, torch.stack([references[s] for s in sources]), rate)
+                for index, source in enumerate(sources):
+                    write_audio(estimate.files[source], estimates[index], rate)
+            else:
+                # The same streaming engine as `musicfx separate`: the estimates go to files, then are scored.
+                separate_file(
+                    task.model, _mixture_input(track), list(estimate.files.values()), task.sample_rate,
+                    task.channels, segment=segment, overlap=overlap, batch_size=batch_size, device=device,
+                    progress=False, shifts=shifts,
                 )
-        estimated = {source: estimates[i] for i, source in enumerate(sources)}
-        if output_dir is not None:
-            for source, audio in estimated.items():
-                write_audio(Path(output_dir) / subset / name / f"{source}.wav", audio, rate)
-        evaluator.add(name, subset, references, estimated, rate, str(track.path))
+            _score_track(evaluator, name, track, estimate)
+            if scratch is not None:
+                shutil.rmtree(folder)
     return evaluator.report()

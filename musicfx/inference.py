@@ -1,25 +1,37 @@
-"""Chunked overlap-add inference over recordings of any length, in constant memory.
+"""The one inference engine: chunked overlap-add over recordings of any length, in constant memory.
 
-:class:`OverlapAdd` is the one streaming core: push audio in blocks, get finished audio out; segments
-overlap and are cross-faded with windows whose overlapping parts sum to one, so an identity model gives
-back the input exactly and a real model leaves no seams. The model may return extra leading dimensions
-(a separator turns ``(channels, time)`` into ``(stems, channels, time)``).
+Every way of running a trained model on audio goes through here: ``musicfx denoise|separate|debleed|mix``,
+``musicfx evaluate --ckpt``, the tasks' ``denoise()`` / ``separate()`` / ``debleed()`` / ``mix()`` and
+:func:`musicfx.api.denoise`. The path is always the same (:class:`_Pipeline`): audio at its own rate ->
+streaming resampler -> :class:`OverlapAdd` (or :class:`ShiftedOverlapAdd` for test-time shifts) ->
+streaming resampler back; the entry points differ only in where the audio comes from and goes to.
 
-* :func:`apply_model` runs it over a tensor in memory;
+* :class:`OverlapAdd` is the streaming core: push audio in blocks, get finished audio out; segments overlap
+  and are cross-faded with windows whose overlapping parts sum to one, so an identity model gives back the
+  input exactly and a real model leaves no seams. The model may return extra leading dimensions (a
+  separator turns ``(channels, time)`` into ``(stems, channels, time)``).
+* :func:`apply_model` runs a model over a tensor in memory (the tasks' methods and the Python API);
 * :func:`process_files` streams several files in lockstep through one model into several files
-  (debleed: M tracks -> M tracks; automix: S stems -> 1 mix) so memory does not grow with length;
-* :func:`process_file` (one file -> one file, e.g. denoise) and :func:`separate_file` (one mix ->
-  S stem files) are its common cases;
-* :func:`write_stem_file` writes a mixture and its stems as one ``.stem.mp4``.
+  (debleed: M tracks -> M tracks; automix: S stems -> 1 mix), memory independent of the length;
+* :func:`process_file` (one file -> one file, e.g. denoise) and :func:`separate_file` (one mix -> S stem
+  files) are its common cases; :func:`separate_to_stem_file` writes one ``.stem.mp4`` instead;
+* :func:`mux_stem_file` packs a mixture file and stem files into a ``.stem.mp4`` with ffmpeg reading the
+  files as it encodes; :func:`write_stem_file` does it for tensors.
+
+``shifts=N`` (Demucs' test-time augmentation) runs the model on N copies of the input, each delayed by a
+random offset of up to :data:`MAX_SHIFT_SECONDS`, moves the outputs back and averages them; the offsets
+come from ``seed``, so results are reproducible. ``shifts=0`` is the plain path.
 """
 from __future__ import annotations
 
 import contextlib
-import os
+import math
+import subprocess
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -28,6 +40,10 @@ from musicfx.audio.io import atomic_path, convert_channels, ensure_finite
 from musicfx.errors import AudioError, MissingDependencyError
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
+PathLike = Union[str, Path]
+
+#: Largest test-time shift, seconds (Demucs: half a second).
+MAX_SHIFT_SECONDS = 0.5
 
 
 def _fade_window(segment: int, overlap: int) -> torch.Tensor:
@@ -170,6 +186,72 @@ class OverlapAdd:
         return out
 
 
+class ShiftedOverlapAdd:
+    """Test-time shift augmentation around :class:`OverlapAdd` (Demucs' ``shifts``), streaming.
+
+    ``shifts`` engines each see the input delayed by its own offset, drawn uniformly from
+    ``[0, max_shift]`` samples with a generator seeded by ``seed``; each engine's output is moved back by
+    its offset and the ``shifts`` outputs are averaged. A model whose segmentation or padding leaves a mark
+    at fixed positions (most convolutional separators) is thereby averaged over positions. Same interface
+    as :class:`OverlapAdd`; ``shifts`` times the model calls.
+
+    Args:
+        make_engine: returns a fresh :class:`OverlapAdd` (one per shifted copy).
+        shifts: number of shifted copies, at least 1.
+        max_shift: largest offset in samples.
+        seed: seed of the offsets.
+    """
+
+    def __init__(
+        self, make_engine: Callable[[], OverlapAdd], shifts: int = 1, max_shift: int = 0, seed: int = 0
+    ) -> None:
+        if shifts < 1 or max_shift < 0:
+            raise ValueError(f"need shifts >= 1 and max_shift >= 0, got {shifts} and {max_shift}")
+        generator = torch.Generator().manual_seed(seed)
+        self.offsets: List[int] = torch.randint(0, max_shift + 1, (shifts,), generator=generator).tolist()
+        self.engines = [make_engine() for _ in self.offsets]
+        self._to_drop = list(self.offsets)  # delayed output still to drop from each engine's start
+        self._ready: List[Optional[torch.Tensor]] = [None] * shifts  # finished, not yet averaged
+        self._started = False
+
+    @property
+    def out_shape(self) -> Optional[Tuple[int, ...]]:
+        return self.engines[0].out_shape
+
+    def _collect(self, index: int, out: torch.Tensor) -> None:
+        if not out.shape[-1]:
+            return
+        drop = min(self._to_drop[index], out.shape[-1])
+        self._to_drop[index] -= drop
+        out = out[..., drop:]
+        ready = self._ready[index]
+        self._ready[index] = out if ready is None else torch.cat([ready, out], dim=-1)
+
+    def _average(self, in_shape: Tuple[int, ...]) -> torch.Tensor:
+        frames = min(0 if ready is None else ready.shape[-1] for ready in self._ready)
+        if frames == 0:
+            return torch.zeros(*(self.out_shape if self.out_shape is not None else in_shape), 0)
+        total = sum(ready[..., :frames] for ready in self._ready)
+        self._ready = [ready[..., frames:] for ready in self._ready]
+        return total / len(self.engines)
+
+    def push(self, block: torch.Tensor) -> torch.Tensor:
+        """Feed ``(*in_shape, n)`` samples; returns the finished, averaged ``(*out_shape, m)``."""
+        for index, (engine, offset) in enumerate(zip(self.engines, self.offsets)):
+            delayed = block
+            if not self._started and offset:
+                delayed = torch.cat([block.new_zeros(*block.shape[:-1], offset), block], dim=-1)
+            self._collect(index, engine.push(delayed))
+        self._started = True
+        return self._average(tuple(block.shape[:-1]))
+
+    def flush(self) -> torch.Tensor:
+        """Process what is left and return the rest of the averaged output."""
+        for index, engine in enumerate(self.engines):
+            self._collect(index, engine.flush())
+        return self._average((1,))
+
+
 def _channel_fn(fn: ModelFn, model_channels: int, file_channels: int) -> ModelFn:
     """Wrap ``fn`` so it takes ``(n, file_channels, t)`` and returns ``(n, *extra, file_channels, t)``.
 
@@ -201,6 +283,97 @@ def _channel_fn(fn: ModelFn, model_channels: int, file_channels: int) -> ModelFn
     return grouped
 
 
+@dataclass(frozen=True)
+class Chunking:
+    """How the engine cuts audio for a model.
+
+    Attributes:
+        segment: seconds per model call.
+        overlap: fraction of ``segment`` cross-faded with the next, 0 to 0.5.
+        batch_size: segments per model call.
+        device: where the model runs.
+        shifts: test-time shift augmentation (see :class:`ShiftedOverlapAdd`); 0: none.
+        seed: of the shifts.
+    """
+
+    segment: float = 10.0
+    overlap: float = 0.25
+    batch_size: int = 1
+    device: Optional[torch.device] = None
+    shifts: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (self.segment > 0 and math.isfinite(self.segment)) or not 0 <= self.overlap <= 0.5:
+            raise ValueError(f"need segment > 0 and 0 <= overlap <= 0.5, got segment={self.segment}, "
+                             f"overlap={self.overlap}")
+        if self.shifts < 0:
+            raise ValueError(f"shifts must be >= 0, got {self.shifts}")
+
+
+class _Pipeline:
+    """The one streaming path: ``(*in_shape, n)`` blocks at the audio's rate -> model -> back at that rate.
+
+    Blocks are resampled to the model's rate (soxr, streaming), run through the overlap-add engine in
+    segments and the finished output is resampled back. Memory is bound by a block and a segment.
+
+    Args:
+        fn: ``(batch, *in_shape, segment) -> (batch, *out_shape, segment)`` at ``model_rate``.
+        rate: the audio's rate; model_rate: the model's.
+        in_shape: the dimensions before time, e.g. ``(channels,)`` or ``(files, channels)``.
+        frames: the audio's length at ``rate`` when known: a recording shorter than a segment runs in one
+            model call on its own length (a 3 s file is not padded to a 10 s segment).
+        chunking: segment, overlap, batch size, device and shifts.
+    """
+
+    def __init__(
+        self, fn: ModelFn, rate: int, model_rate: int, in_shape: Tuple[int, ...], frames: Optional[int],
+        chunking: Chunking,
+    ) -> None:
+        seg = max(1, int(round(chunking.segment * model_rate)))
+        overlap_frames = min(int(round(chunking.overlap * seg)), seg // 2)
+        whole = None if frames is None else max(1, math.ceil(frames * model_rate / rate))
+        if whole is not None and whole <= seg and not chunking.shifts:
+            # The recording fits one segment: one model call on all of it, nothing to cross-fade.
+            seg, overlap_frames = whole, 0
+        self.rate, self.model_rate, self.in_shape = rate, model_rate, tuple(in_shape)
+
+        def make_engine() -> OverlapAdd:
+            return OverlapAdd(fn, seg, overlap_frames, chunking.batch_size, chunking.device)
+
+        self.engine: Union[OverlapAdd, ShiftedOverlapAdd] = (
+            ShiftedOverlapAdd(make_engine, chunking.shifts, int(MAX_SHIFT_SECONDS * model_rate), chunking.seed)
+            if chunking.shifts else make_engine()
+        )
+        self._to_model = _StreamResampler(rate, model_rate, int(np.prod(self.in_shape)))
+        self._from_model: Optional[_StreamResampler] = None
+
+    @property
+    def out_shape(self) -> Optional[Tuple[int, ...]]:
+        """The model's output dimensions before time; known after its first call."""
+        return self.engine.out_shape
+
+    def push(self, block: torch.Tensor, last: bool = False) -> Optional[torch.Tensor]:
+        """Feed ``(*in_shape, n)`` at ``rate`` (``last``: the end of the audio, drain everything).
+
+        Returns:
+            The finished ``(*out_shape, m)`` at ``rate``, or ``None`` before the model's first call.
+        """
+        size = int(np.prod(self.in_shape))
+        x = self._to_model(block.reshape(size, block.shape[-1]), last=last)
+        y = self.engine.push(x.reshape(*self.in_shape, x.shape[-1]))
+        if last:
+            rest = self.engine.flush()
+            y = torch.cat([y, rest], dim=-1) if y.shape[-1] else rest
+        shape = self.engine.out_shape
+        if shape is None:
+            return None
+        if self._from_model is None:
+            self._from_model = _StreamResampler(self.model_rate, self.rate, int(np.prod(shape)))
+        y = self._from_model(y.reshape(int(np.prod(shape)), y.shape[-1]), last=last)
+        return y.reshape(*shape, y.shape[-1])
+
+
 def apply_model(
     model: ModelFn,
     audio: torch.Tensor,
@@ -212,45 +385,48 @@ def apply_model(
     batch_size: int = 1,
     device: Optional[torch.device] = None,
     progress: bool = False,
+    shifts: int = 0,
+    seed: int = 0,
+    block_seconds: float = 30.0,
 ) -> torch.Tensor:
-    """Run a waveform model over a whole recording with overlap-add.
+    """Run a waveform model over a whole recording held in memory, through the streaming engine.
 
     Args:
         model: ``(batch, model_channels, time) -> (batch, model_channels, time)`` (a denoiser) or
             ``-> (batch, stems, model_channels, time)`` (a separator).
-        audio: ``(channels, time)`` or ``(time,)`` at ``sample_rate``.
-        segment: seconds per model call; overlap: fraction of ``segment`` cross-faded.
+        audio: ``(channels, time)`` or ``(time,)`` at ``sample_rate``; any channel count (see
+            :func:`_channel_fn`).
+        sample_rate: rate of ``audio``; model_sample_rate: the model's (resampled there and back).
+        model_channels: channels the model takes.
+        segment: seconds per model call; overlap: fraction of ``segment`` cross-faded (at most half).
+        batch_size: segments per model call; device: where the model runs (default: its parameters').
+        progress: show a progress bar.
+        shifts: test-time shift augmentation, 0 for none; seed: of the shifts.
+        block_seconds: seconds fed to the engine at a time.
 
     Returns:
         ``audio``'s shape for a denoiser, ``(stems, *audio.shape)`` for a separator; at ``sample_rate``.
     """
-    from musicfx.audio.io import resample
-
     squeeze = audio.dim() == 1
     if squeeze:
         audio = audio.unsqueeze(0)
     ensure_finite(audio, "input audio")
-    device = device or _model_device(model)
-    x = resample(audio.float().cpu(), sample_rate, model_sample_rate)
-    seg = max(1, min(int(round(segment * model_sample_rate)), x.shape[-1]))
-    engine = OverlapAdd(
-        _channel_fn(model, model_channels, x.shape[0]), seg, min(int(round(overlap * seg)), seg // 2), batch_size, device
-    )
-    outs = []
-    hop = seg * 4
-    iterator = range(0, x.shape[-1], hop)
+    x = audio.detach().float().cpu()
+    frames = x.shape[-1]
+    chunking = Chunking(segment, overlap, batch_size, device or _model_device(model), shifts, seed)
+    pipeline = _Pipeline(_channel_fn(model, model_channels, x.shape[0]), sample_rate, model_sample_rate,
+                         (x.shape[0],), frames, chunking)
+    block = max(1, int(block_seconds * sample_rate))
+    starts: Any = range(0, frames, block)
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(iterator, unit="block", desc="processing")
-    for start in iterator:
-        outs.append(engine.push(x[:, start : start + hop]))
-    outs.append(engine.flush())
-    # Results from before the first model call are empty and shaped like the input: leave them out.
-    y = torch.cat([out for out in outs if out.shape[-1]], dim=-1)[..., : x.shape[-1]]
-    y = resample(y, model_sample_rate, sample_rate)[..., : audio.shape[-1]]
-    if y.shape[-1] < audio.shape[-1]:
-        y = torch.nn.functional.pad(y, (0, audio.shape[-1] - y.shape[-1]))
+        starts = tqdm(starts, unit="block", desc="processing")
+    outs = [pipeline.push(x[:, start : start + block]) for start in starts]
+    outs.append(pipeline.push(x[:, :0], last=True))
+    y = torch.cat([out for out in outs if out is not None], dim=-1)[..., :frames]
+    if y.shape[-1] < frames:  # the resampler may end a few samples short
+        y = torch.nn.functional.pad(y, (0, frames - y.shape[-1]))
     return y[..., 0, :] if squeeze else y
 
 
@@ -282,13 +458,15 @@ class _Input:
     """One input file read in blocks of ``(channels, n)`` at its own rate; decoded whole for stem files."""
 
     def __init__(self, path: Path) -> None:
-        from musicfx.audio.io import audio_info, is_stem_file, read_audio
+        from musicfx.audio.io import audio_info, is_stem_file, read_stems
 
         self.path = path
         self._audio: Optional[torch.Tensor] = None
         if is_stem_file(path):
-            # Stems decode whole through ffmpeg (and the header's length is off by the AAC padding).
-            self._audio, self.rate = read_audio(path)
+            # Stems decode whole through ffmpeg (and the header's length is off by the AAC padding); only
+            # stream 0, the mixture, is decoded.
+            streams, self.rate, _ = read_stems(path, streams=[0])
+            self._audio = streams[0]
             self.channels, self.frames = self._audio.shape
         else:
             info = audio_info(path)
@@ -387,8 +565,10 @@ class _Outputs:
                 ))
             )
 
-    def write(self, block: torch.Tensor) -> None:
-        """Write ``(outputs, channels, n)``, cut at the longest input's length."""
+    def write(self, block: Optional[torch.Tensor]) -> None:
+        """Write ``(outputs, channels, n)`` (``None``: nothing finished yet), cut at the longest input's length."""
+        if block is None:
+            return
         block = block[..., : self.frames - self.written]
         if not block.shape[-1]:
             return
@@ -412,8 +592,8 @@ class _Outputs:
 
 def process_files(
     model: ModelFn,
-    inputs: Sequence[Path],
-    outputs: Sequence[Path],
+    inputs: Sequence[PathLike],
+    outputs: Sequence[PathLike],
     model_sample_rate: int,
     input_channels: Optional[int],
     output_channels: Optional[int],
@@ -426,15 +606,16 @@ def process_files(
     resample_input: bool = True,
     progress: bool = True,
     subtype: Optional[str] = None,
+    shifts: int = 0,
+    seed: int = 0,
 ) -> List[Path]:
     """Stream several files in lockstep through one model into several files.
 
     The inputs are read block by block together, converted to ``input_channels`` each, stacked to
-    ``(n_in, C_in, time)``, resampled to the model's rate and run in overlapping segments; the ``n_out``
-    outputs are resampled back and written at the inputs' rate. Memory is bound by ``block_seconds`` and
-    ``segment``, not by the files' length. All outputs are written to temporary files beside their
-    targets and renamed only when everything succeeded: on any error (NaN samples mid-file, a silent
-    recording, Ctrl-C) none is left behind.
+    ``(n_in, C_in, time)`` and fed to the engine (:class:`_Pipeline`); the ``n_out`` outputs are written
+    at the inputs' rate. Memory is bound by ``block_seconds`` and ``segment``, not by the files' length.
+    All outputs are written to temporary files beside their targets and renamed only when everything
+    succeeded: on any error (NaN samples mid-file, a silent recording, Ctrl-C) none is left behind.
 
     Args:
         model: ``(batch, n_in, C_in, segment) -> (batch, n_out, C_out, segment)`` with
@@ -448,11 +629,13 @@ def process_files(
             :func:`~musicfx.audio.io.convert_channels`); ``None`` keeps the files' own count, which must
             then be the same for all.
         output_channels: channels of the written files; ``None``: the model's ``C_out``.
-        segment: seconds per model call; overlap: fraction of ``segment`` cross-faded.
+        segment: seconds per model call (never more than the longest input); overlap: fraction of
+            ``segment`` cross-faded (at most half).
         batch_size: segments per model call; device: where the model runs.
         block_seconds: seconds read from each input at a time.
         min_seconds: shortest input accepted.
         progress: show a progress bar; subtype: soundfile subtype (default ``FLOAT`` for wav).
+        shifts: test-time shift augmentation (0: none); seed: of the shifts.
 
     Returns:
         ``outputs`` as paths.
@@ -474,7 +657,7 @@ def process_files(
     if len({p.resolve() for p in outputs}) != len(outputs):
         raise AudioError(f"two outputs share one path ({', '.join(map(str, outputs))})")
     formats = [_format_for(path) for path in outputs]  # an unwritable format fails before any work
-    device = device or _model_device(model)
+    chunking = Chunking(segment, overlap, batch_size, device or _model_device(model), shifts, seed)
     opened = _open_inputs(inputs, min_seconds)
     rate = opened[0].rate
     frames = max(item.frames for item in opened)
@@ -484,32 +667,13 @@ def process_files(
             "(drop --no-resample to resample automatically)"
         )
     channels = _input_channels(opened, input_channels)
-    seg = int(round(segment * model_sample_rate))
-    engine = OverlapAdd(model, seg, min(int(round(overlap * seg)), seg // 2), batch_size, device)
-    to_model = _StreamResampler(rate, model_sample_rate, len(opened) * channels)
-    from_model: Optional[_StreamResampler] = None
+    pipeline = _Pipeline(model, rate, model_sample_rate, (len(opened), channels), frames, chunking)
     progress_bar = None
     if progress:
         from tqdm.auto import tqdm
 
         name = inputs[0].name if len(inputs) == 1 else f"{inputs[0].name} (+{len(inputs) - 1})"
         progress_bar = tqdm(total=frames, unit="frame", unit_scale=True, desc=name, leave=False)
-
-    def through_model(stacked: torch.Tensor, last: bool = False) -> torch.Tensor:
-        """``(n_in, C_in, n)`` at the files' rate -> ``(n_out, C_out, m)`` back at the files' rate."""
-        nonlocal from_model
-        n_in, c_in, n = stacked.shape
-        x = to_model(stacked.reshape(n_in * c_in, n), last=last)
-        y = engine.push(x.reshape(n_in, c_in, x.shape[-1]))
-        if last:
-            y = torch.cat([y, engine.flush()], dim=-1) if y.shape[-1] else engine.flush()
-        if engine.out_shape is None:
-            return y[:0]  # nothing finished yet; the output's shape is not known
-        if from_model is None:
-            from_model = _StreamResampler(model_sample_rate, rate, int(np.prod(engine.out_shape)))
-        y = from_model(y.reshape(int(np.prod(engine.out_shape)), y.shape[-1]), last=last)
-        return y.reshape(*engine.out_shape, y.shape[-1])
-
     peaks = [0.0] * len(opened)
     try:
         with contextlib.ExitStack() as stack:
@@ -526,13 +690,13 @@ def process_files(
                     peaks[i] = max(peaks[i], float(block.abs().max()))
                     stacked[i, :, : block.shape[-1]] = convert_channels(block, channels)
                 read += length
-                sink.write(through_model(stacked))
+                sink.write(pipeline.push(stacked))
                 if progress_bar is not None:
                     progress_bar.update(length)
             _check_silence(opened, peaks)
             # Drain the input resampler, then the overlap-add engine, then the output resampler.
-            sink.write(through_model(torch.zeros(len(opened), channels, 0), last=True))
-            sink.finish(engine.out_shape)
+            sink.write(pipeline.push(torch.zeros(len(opened), channels, 0), last=True))
+            sink.finish(pipeline.out_shape)
     finally:
         if progress_bar is not None:
             progress_bar.close()
@@ -550,121 +714,188 @@ def _check_silence(opened: Sequence[_Input], peaks: Sequence[float]) -> None:
         warnings.warn(f"silent inputs (all samples are zero): {', '.join(map(str, silent))}", UserWarning, stacklevel=3)
 
 
+def _mixture_model(model: ModelFn, model_channels: int, separator: bool) -> ModelFn:
+    """Wrap a denoiser or separator for :func:`process_files`: ``(batch, n_in, channels, t)`` in, the inputs
+    summed into one mixture (one input: itself), channels mapped by :func:`_channel_fn`; out
+    ``(batch, 1, channels, t)`` (denoiser) or ``(batch, stems, channels, t)`` (separator)."""
+    holder: List[ModelFn] = []
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        mixture = x[:, 0] if x.shape[1] == 1 else x.sum(dim=1)
+        if not holder:  # the channel mapping is built once the files' channel count is known
+            holder.append(_channel_fn(model, model_channels, mixture.shape[1]))
+        y = holder[0](mixture)
+        if separator:
+            if y.dim() != 4 or y.shape[0] != mixture.shape[0] or y.shape[2:] != mixture.shape[1:]:
+                raise RuntimeError(
+                    f"separator returned {tuple(y.shape)} for input {tuple(mixture.shape)}; "
+                    "expected (batch, stems, channels, time)"
+                )
+            return y
+        if y.shape != mixture.shape:
+            raise RuntimeError(f"model returned {tuple(y.shape)} for input {tuple(mixture.shape)}")
+        return y.unsqueeze(1)
+
+    return run
+
+
 def process_file(
     model: ModelFn,
-    input_path: Path,
-    output_path: Path,
+    input_path: PathLike,
+    output_path: PathLike,
     model_sample_rate: int,
     model_channels: int,
-    segment: float = 10.0,
-    overlap: float = 0.25,
-    batch_size: int = 1,
-    device: Optional[torch.device] = None,
-    block_seconds: float = 30.0,
-    min_seconds: float = 0.05,
-    resample_input: bool = True,
-    progress: bool = True,
-    subtype: Optional[str] = None,
+    **options: Any,
 ) -> Path:
     """Stream ``input_path`` through ``model`` into ``output_path`` at the input's rate and channel count.
 
     ``model`` maps ``(batch, model_channels, time)`` to the same shape; a file with another channel count
-    goes through the grouping / up-mix rule of :func:`apply_model`. The output is written to a temporary
+    goes through the grouping / up-mix rule of :func:`_channel_fn`. The output is written to a temporary
     file beside ``output_path`` and renamed only when everything succeeded: on any error (NaN samples
-    found mid-file, a silent file, Ctrl-C) nothing is left behind. See :func:`process_files`.
+    found mid-file, a silent file, Ctrl-C) nothing is left behind.
+
+    Args:
+        options: keyword arguments of :func:`process_files` (segment, overlap, batch_size, device,
+            block_seconds, min_seconds, resample_input, progress, subtype, shifts, seed).
 
     Raises:
         AudioError: unreadable, too short, silent or non-finite input; a rate mismatch with
-            ``resample_input=False``.
+            ``resample_input=False``; ``output_path`` is ``input_path``.
     """
-    input_path, output_path = Path(input_path), Path(output_path)
-    if output_path.resolve() == input_path.resolve():
-        raise AudioError(f"{output_path}: output is the input file; refusing to overwrite it")
-    holder: List[ModelFn] = []
-
-    def single(x: torch.Tensor) -> torch.Tensor:
-        # (batch, 1, channels, t): the channel mapping is built once the file's channel count is known.
-        if not holder:
-            holder.append(_channel_fn(model, model_channels, x.shape[2]))
-        y = holder[0](x[:, 0])
-        if y.shape != x[:, 0].shape:
-            raise RuntimeError(f"model returned {tuple(y.shape)} for input {tuple(x[:, 0].shape)}")
-        return y.unsqueeze(1)
-
-    device = device or _model_device(model)
-    return process_files(
-        single, [input_path], [output_path], model_sample_rate, None, None, segment, overlap, batch_size,
-        device, block_seconds, min_seconds, resample_input, progress, subtype,
-    )[0]
+    if options.get("device") is None:
+        options["device"] = _model_device(model)
+    wrapped = _mixture_model(model, model_channels, separator=False)
+    return process_files(wrapped, [input_path], [output_path], model_sample_rate, None, None, **options)[0]
 
 
 def separate_file(
     model: ModelFn,
-    input_path: Path,
-    outputs: Sequence[Path],
+    input_path: Union[PathLike, Sequence[PathLike]],
+    outputs: Sequence[PathLike],
     model_sample_rate: int,
     model_channels: int,
-    segment: float = 10.0,
-    overlap: float = 0.25,
-    batch_size: int = 1,
-    device: Optional[torch.device] = None,
-    block_seconds: float = 30.0,
-    min_seconds: float = 0.05,
-    resample_input: bool = True,
-    progress: bool = True,
-    subtype: Optional[str] = None,
+    **options: Any,
 ) -> List[Path]:
     """Separate one mixture file into ``len(outputs)`` stem files, streaming, in constant memory.
 
     Each stem is written at the input's rate and with its channel count; a file whose channel count
-    differs from the model's goes through the grouping / up-mix rule of :func:`apply_model`. All stems
+    differs from the model's goes through the grouping / up-mix rule of :func:`_channel_fn`. All stems
     appear only when everything succeeded.
 
     Args:
         model: ``(batch, model_channels, time) -> (batch, stems, model_channels, time)``,
             ``stems == len(outputs)``.
-        input_path: the mixture (any format :func:`~musicfx.audio.io.read_audio` reads).
+        input_path: the mixture (any format :func:`~musicfx.audio.io.read_audio` reads), or several
+            files whose sum is the mixture (a song's stems, as MUSDB18-HQ folders without mixture.wav).
         outputs: one path per stem, in the model's stem order.
         model_sample_rate, model_channels: what the model expects.
-        others: as for :func:`process_files`.
+        options: keyword arguments of :func:`process_files`.
 
     Returns:
         ``outputs`` as paths.
     """
-    holder: List[ModelFn] = []
+    if options.get("device") is None:
+        options["device"] = _model_device(model)
+    inputs = [input_path] if isinstance(input_path, (str, Path)) else list(input_path)
+    wrapped = _mixture_model(model, model_channels, separator=True)
+    return process_files(wrapped, inputs, list(outputs), model_sample_rate, None, None, **options)
 
-    def separator(x: torch.Tensor) -> torch.Tensor:
-        # (batch, 1, channels, t) -> (batch, stems, channels, t)
-        if not holder:
-            holder.append(_channel_fn(model, model_channels, x.shape[2]))
-        y = holder[0](x[:, 0])
-        if y.dim() != 4 or y.shape[0] != x.shape[0] or y.shape[2:] != x.shape[2:]:
-            raise RuntimeError(
-                f"separator returned {tuple(y.shape)} for input {tuple(x[:, 0].shape)}; "
-                "expected (batch, stems, channels, time)"
-            )
-        return y
 
-    device = device or _model_device(model)
-    return process_files(
-        separator, [Path(input_path)], list(outputs), model_sample_rate, None, None, segment, overlap,
-        batch_size, device, block_seconds, min_seconds, resample_input, progress, subtype,
-    )
+def separate_to_stem_file(
+    model: ModelFn,
+    input_path: PathLike,
+    output: PathLike,
+    names: Sequence[str],
+    model_sample_rate: int,
+    model_channels: int,
+    bitrate: int = 256000,
+    **options: Any,
+) -> Path:
+    """Separate one mixture into a ``.stem.mp4`` (the input as stream 0, then the stems), streaming.
+
+    The stems are separated into float wavs in a hidden folder beside ``output`` and muxed with the input
+    by :func:`mux_stem_file`; nothing is read whole, so memory does not grow with the length.
+
+    Args:
+        model, model_sample_rate, model_channels, options: as for :func:`separate_file`.
+        input_path: the mixture, mono or stereo.
+        output: the ``.stem.mp4`` to write (atomically).
+        names: the stems' names, in the model's order.
+        bitrate: AAC bits per second per stream.
+    """
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=str(output.parent), prefix=".musicfx-") as folder:
+        stems = [Path(folder) / f"{index}.wav" for index in range(len(names))]
+        separate_file(model, input_path, stems, model_sample_rate, model_channels, **options)
+        return mux_stem_file(output, input_path, stems, names, bitrate)
+
+
+def _require_ffmpeg_for(path: Path) -> None:
+    from musicfx.audio.io import ffmpeg_available
+
+    if not ffmpeg_available():
+        raise MissingDependencyError(
+            f"{path}: writing .stem.mp4 needs ffmpeg and ffprobe on PATH "
+            "(Debian/Ubuntu: apt-get install ffmpeg; macOS: brew install ffmpeg; conda: conda install ffmpeg)"
+        )
+
+
+def mux_stem_file(
+    path: PathLike, mixture: PathLike, stems: Sequence[PathLike], names: Sequence[str], bitrate: int = 256000
+) -> Path:
+    """Encode a mixture file and stem files into one multi-stream ``.stem.mp4`` (AAC), atomically.
+
+    Stream 0 is the mixture and streams ``1..S`` the stems, each titled with its name, the layout MUSDB18
+    and :func:`~musicfx.audio.io.read_stems` use. ffmpeg reads the files as it encodes, so memory does not
+    depend on their length. The files must share one sample rate and be mono or stereo; a ``.stem.mp4``
+    mixture contributes its first stream.
+
+    Args:
+        path: the file to write (``.stem.mp4`` or ``.mp4``).
+        mixture: the mixture file; stems: one file per stem; names: one name per stem.
+        bitrate: AAC bits per second per stream.
+
+    Raises:
+        MissingDependencyError: ffmpeg is not installed.
+        AudioError: more than two channels, or an encoder failure.
+    """
+    from musicfx.audio.io import audio_info
+
+    path, sources = Path(path), [Path(mixture)] + [Path(stem) for stem in stems]
+    if len(names) != len(stems):
+        raise ValueError(f"got {len(names)} names for {len(stems)} stems")
+    _require_ffmpeg_for(path)
+    for source in sources:
+        channels = audio_info(source).channels
+        if channels > 2:
+            raise AudioError(f"{source}: .stem.mp4 holds mono or stereo streams, not {channels} channels")
+    command = ["ffmpeg", "-nostdin", "-y", "-loglevel", "error"]
+    for source in sources:
+        command += ["-i", str(source)]
+    for index, name in enumerate(["mixture", *names]):
+        command += ["-map", f"{index}:a:0"]
+        for key in ("title", "handler", "handler_name"):  # players and ffmpeg versions read different tags
+            command += [f"-metadata:s:a:{index}", f"{key}={name}"]
+    command += ["-vn", "-c:a", "aac", "-b:a", str(int(bitrate)), "-f", "mp4"]
+    with atomic_path(path) as tmp:
+        try:
+            subprocess.run(command + [tmp], check=True, capture_output=True)
+        except subprocess.CalledProcessError as error:
+            text = error.stderr.decode(errors="replace").strip().splitlines()
+            raise AudioError(f"{path}: cannot encode stems ({text[-1] if text else error})") from None
+    return path
 
 
 def write_stem_file(
-    path: Path,
+    path: PathLike,
     mix: torch.Tensor,
     stems: torch.Tensor,
     sample_rate: int,
     names: Sequence[str],
     bitrate: int = 256000,
 ) -> Path:
-    """Write a mixture and its stems as one multi-stream ``.stem.mp4`` (AAC), atomically.
-
-    Stream 0 is the mixture and streams ``1..S`` the stems, each titled with its name, the layout
-    MUSDB18 and :func:`~musicfx.audio.io.read_stems` use. Samples beyond ``[-1, 1]`` clip (stempeg
-    encodes through 16-bit PCM).
+    """Write a mixture and its stems held in memory as one ``.stem.mp4`` (:func:`mux_stem_file`).
 
     Args:
         path: the file to write (``.stem.mp4`` or ``.mp4``).
@@ -675,10 +906,10 @@ def write_stem_file(
         bitrate: AAC bits per second per stream.
 
     Raises:
-        MissingDependencyError: ffmpeg or stempeg is not installed.
+        MissingDependencyError: ffmpeg is not installed.
         AudioError: non-finite audio, more than two channels, or an encoder failure.
     """
-    from musicfx.audio.io import ffmpeg_available
+    from musicfx.audio.io import write_audio
 
     path = Path(path)
     if stems.dim() != 3 or mix.dim() != 2 or stems.shape[1:] != mix.shape:
@@ -688,29 +919,13 @@ def write_stem_file(
         raise ValueError(f"got {len(names)} names for {stems.shape[0]} stems")
     if mix.shape[0] > 2:
         raise AudioError(f"{path}: .stem.mp4 holds mono or stereo streams, not {mix.shape[0]} channels")
-    if not ffmpeg_available():
-        raise MissingDependencyError(
-            f"{path}: writing .stem.mp4 needs ffmpeg and ffprobe on PATH "
-            "(Debian/Ubuntu: apt-get install ffmpeg; macOS: brew install ffmpeg; conda: conda install ffmpeg)"
-        )
-    try:
-        import stempeg
-    except ImportError:
-        raise MissingDependencyError("writing .stem.mp4 needs stempeg: pip install 'musicfx[musdb]'") from None
+    _require_ffmpeg_for(path)
     data = torch.cat([mix.unsqueeze(0), stems], dim=0).detach().to("cpu", torch.float32)
     ensure_finite(data, f"audio for {path}")
-    array = np.ascontiguousarray(data.numpy().transpose(0, 2, 1))  # stempeg: (streams, time, channels)
-    writer = stempeg.StreamsWriter(codec="aac", bitrate=bitrate, stem_names=["mixture", *names])
-    with atomic_path(path) as tmp:
-        # ffmpeg picks the container from the extension, which the atomic temporary name lacks.
-        with tempfile.TemporaryDirectory(dir=str(path.parent), prefix=".musicfx-") as folder:
-            target = os.path.join(folder, "stems.mp4")
-            try:
-                stempeg.write_stems(target, array, sample_rate=int(sample_rate), writer=writer)
-            except (RuntimeError, OSError) as error:
-                raise AudioError(f"{path}: cannot encode stems ({error})") from None
-            os.replace(target, tmp)
-    return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=str(path.parent), prefix=".musicfx-") as folder:
+        files = [write_audio(Path(folder) / f"{index}.wav", audio, sample_rate) for index, audio in enumerate(data)]
+        return mux_stem_file(path, files[0], files[1:], names, bitrate)
 
 
 def _read_blocks(path: Path, block_frames: int) -> Iterator[torch.Tensor]:

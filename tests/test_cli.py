@@ -150,3 +150,34 @@ def test_folder_rerun_skips_its_own_outputs_and_hidden_files(tmp_path, capsys) -
     assert _run(capsys, "denoise", str(tmp_path), "-o", str(out), "--method", "spectral-gate", "-q")[0] == 0
     assert _run(capsys, "denoise", str(tmp_path), "-o", str(out), "--method", "spectral-gate", "-q", "--overwrite")[0] == 0
     assert sorted(p.name for p in out.iterdir()) == ["a.wav"]
+
+
+def test_track_names_and_output_names() -> None:
+    from musicfx.audio.stems import track_name
+    from musicfx.commands.common import output_name
+
+    assert track_name("MUSDB/Song - Name.STEM.mp4") == "Song - Name"
+    assert track_name("take.1.flac") == "take.1" and track_name(Path("a/b.wav")) == "b"
+    assert output_name(Path("x/song.stem.mp4")) == "song.wav"
+    assert output_name(Path("take1.flac")) == "take1.flac" and output_name(Path("a.m4a")) == "a.wav"
+
+
+def test_a_failed_run_leaves_no_folder_it_created(tmp_path, capsys) -> None:
+    source = tmp_path / "in.wav"
+    sf.write(source, np.zeros((22050, 2), np.float32), 22050)
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    for output in (tmp_path / "new" / "deeper", existing):
+        code, err = _run(capsys, "denoise", str(source), "-o", str(output), "--method", "spectral-gate", "-q")
+        _assert_one_error_line(code, err, "silent")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing", "in.wav"] and not list(existing.iterdir())
+
+
+@pytest.mark.parametrize("command", ["separate", "debleed"])
+def test_a_real_checkpoint_of_another_task_is_one_line(command, trained_checkpoint, tmp_path, capsys) -> None:
+    for name in ("vocals", "drums"):
+        sf.write(tmp_path / f"{name}.wav", _music(), 22050)
+    code, err = _run(capsys, command, str(tmp_path / "vocals.wav"), str(tmp_path / "drums.wav"), "-o",
+                     str(tmp_path / "out"), "--ckpt", str(trained_checkpoint), "-q")
+    _assert_one_error_line(code, err, str(trained_checkpoint), "DenoiseTask", "musicfx denoise")
+    assert not (tmp_path / "out").exists()

@@ -15,7 +15,7 @@ import torch
 import musicfx
 import musicfx.api
 import musicfx.cli
-from musicfx.commands.debleed import match_tracks
+from musicfx.debleed import match_tracks
 
 REPO = Path(__file__).resolve().parents[1]
 PARTS = ("violin1", "cello", "flute1", "horn1")

@@ -107,7 +107,7 @@ def test_fold_and_unfold_channels_are_inverse() -> None:
     torch.testing.assert_close(folded[1 * 2 + 1], tracks[1, :, 1])  # example 1, channel 1
     torch.testing.assert_close(unfold_channels(folded, 2), tracks)
     # The command line folds the same way (without importing the task module).
-    from musicfx.commands.debleed import per_channel
+    from musicfx.debleed import per_channel
 
     def model(x: Tensor) -> Tensor:  # treats each example and track differently
         return x * torch.arange(1, x.shape[0] * x.shape[1] + 1).reshape(x.shape[0], x.shape[1], 1)

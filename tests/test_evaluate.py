@@ -334,3 +334,22 @@ def test_cli_evaluate_errors(problem: str, tmp_path: Path, capsys, monkeypatch) 
         needles = ["'test'"]
     code, _, err = _cli(capsys, monkeypatch, *args)
     _one_error_line(code, err, *needles)
+
+
+def test_one_songs_folders_score_like_the_tree(tmp_path: Path, capsys, monkeypatch) -> None:
+    # `--references song/ --estimates stems/song/`: one song's <target>.wav folders, paired whatever their names.
+    references, estimates = _known_snr_tree(tmp_path, {"a": {"vocals": 9.0, "bass": 3.0}, "b": {"vocals": 5.0}})
+    tree = evaluate_folders(references, estimates, progress=False)
+    single = evaluate_folders(references / "a", estimates / "test" / "a", progress=False)
+    assert list(single.tracks) == ["a"] and single.targets == ("bass", "vocals")  # the tree scores what all share
+    assert single.tracks["a"]["vocals"] == tree.tracks["a"]["vocals"]
+    assert single.tracks["a"]["bass"]["uSDR"] == pytest.approx(3.0, abs=1e-4)
+    renamed = tmp_path / "separated-by-me"
+    shutil.copytree(estimates / "test" / "a", renamed)
+    assert evaluate_folders(references / "a", renamed, progress=False).tracks["a"] == single.tracks["a"]
+    # One song's estimates against a whole tree pair by the folder's name.
+    assert evaluate_folders(references, estimates / "test" / "b", progress=False).targets == ("vocals",)
+    code, out, err = _cli(capsys, monkeypatch, "--references", str(references / "a"), "--estimates", str(renamed),
+                          "-q")
+    assert code == 0, err
+    assert "1 tracks" in out and "| vocals |" in out and "| bass |" in out

@@ -133,3 +133,49 @@ def test_any_file_channels_with_any_model_channels(model_channels: int, file_cha
     y = apply_model(model, x, 1000, 1000, model_channels, segment=1.0)
     assert seen == {model_channels}
     torch.testing.assert_close(y, x * 2, atol=1e-5, rtol=0)
+
+
+def _position_model(batch: torch.Tensor) -> torch.Tensor:
+    """Not shift-invariant: scales each segment by a ramp over its own samples."""
+    return batch * torch.linspace(0.5, 1.5, batch.shape[-1])
+
+
+def test_shifts_zero_is_the_plain_path_and_shifts_average_over_positions() -> None:
+    x = torch.randn(2, 5000, generator=torch.Generator().manual_seed(0))
+    plain = apply_model(_position_model, x, 1000, 1000, 2, segment=1.0)
+    torch.testing.assert_close(apply_model(_position_model, x, 1000, 1000, 2, segment=1.0, shifts=0), plain,
+                               atol=0, rtol=0)
+    shifted = apply_model(_position_model, x, 1000, 1000, 2, segment=1.0, shifts=4)
+    assert shifted.shape == x.shape and torch.isfinite(shifted).all()
+    assert float((shifted - plain).abs().max()) > 0.05  # other positions in the segment, other gains
+    # Reproducible: the same seed gives the same shifts, another seed others.
+    torch.testing.assert_close(apply_model(_position_model, x, 1000, 1000, 2, segment=1.0, shifts=4), shifted,
+                               atol=0, rtol=0)
+    assert not torch.equal(apply_model(_position_model, x, 1000, 1000, 2, segment=1.0, shifts=4, seed=1), shifted)
+
+
+@pytest.mark.parametrize("shifts", [1, 3])
+@pytest.mark.parametrize("block", [37, 1000, 7000])
+def test_shifted_engine_moves_every_copy_back_exactly(shifts: int, block: int) -> None:
+    # A model that commutes with time shifts gives the plain result: every delayed copy is realigned.
+    from musicfx.inference import ShiftedOverlapAdd
+
+    x = torch.randn(2, 5003)
+    engine = ShiftedOverlapAdd(lambda: OverlapAdd(lambda b: 3 * b, 400, 100, 2), shifts, max_shift=250, seed=shifts)
+    assert any(engine.offsets)
+    out = [engine.push(x[:, s : s + block]) for s in range(0, x.shape[-1], block)] + [engine.flush()]
+    torch.testing.assert_close(torch.cat(out, dim=-1), 3 * x, atol=1e-5, rtol=0)
+
+
+def test_shifts_through_files_match_the_in_memory_path(tmp_path) -> None:
+    data = _sine(8000, 2.5)
+    source = tmp_path / "in.wav"
+    sf.write(source, data, 8000, subtype="FLOAT")
+    out = process_file(lambda b: 0.5 * b, source, tmp_path / "out.wav", 8000, 2, segment=0.5, shifts=2,
+                       progress=False)
+    back, _ = sf.read(out, dtype="float32")
+    np.testing.assert_allclose(back, 0.5 * data, atol=1e-5)
+    # The file path and the in-memory path are one engine: the same shifts give the same samples.
+    plain = process_file(_position_model, source, tmp_path / "p.wav", 8000, 2, segment=0.5, shifts=2, progress=False)
+    memory = apply_model(_position_model, torch.from_numpy(data.T.copy()), 8000, 8000, 2, segment=0.5, shifts=2)
+    np.testing.assert_allclose(sf.read(plain, dtype="float32")[0], memory.numpy().T, atol=1e-5)

@@ -16,7 +16,7 @@ import torch
 
 import musicfx.api
 import musicfx.cli
-from musicfx.commands.mix import CEILING_DB, ParameterAverage, ceiling_gain, find_stems
+from musicfx.automix import CEILING_DB, ParameterAverage, ceiling_gain, find_stems
 from musicfx.data.generator import generate_stems
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,6 +21,7 @@ import soundfile as sf
 import soxr
 import torch
 
+from musicfx.audio.stems import MUSDB_STREAMS
 from musicfx.errors import AudioError, MissingDependencyError
 
 PathLike = Union[str, os.PathLike]
@@ -282,7 +283,7 @@ def read_stems(
     if sample_rate is not None and sample_rate != rate:
         stems = resample(stems, rate, sample_rate)
         rate = sample_rate
-    names = ("mixture", "drums", "bass", "other", "vocals") if stems.shape[0] == 5 else tuple(
+    names = MUSDB_STREAMS if stems.shape[0] == 5 else tuple(
         f"stream{i}" for i in range(stems.shape[0])
     )
     return stems, rate, names

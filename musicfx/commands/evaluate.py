@@ -1,7 +1,8 @@
 """``musicfx evaluate``: score separated stems the way MUSDB18 results are reported.
 
-* ``musicfx evaluate --references DIR --estimates DIR [--targets ...] [--json OUT] [--full]
-  [--museval-dir DIR] [-q]`` scores a folder of estimates (museval's layout) against references.
+* ``musicfx evaluate --references DIR --estimates DIR [--targets ...] [--json OUT [--overwrite]] [--full]
+  [--museval-dir DIR] [-q]`` scores a folder of estimates (museval's layout, or one song's folder of
+  ``<target>.wav`` files) against references.
 * ``musicfx evaluate --musdb ROOT [--split test] (--ckpt CKPT | --oracle irm|ibm) [--estimates-out DIR]``
   separates a MUSDB18 / MUSDB18-HQ split with a checkpoint (or an oracle mask) and scores it.
 
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import List
 
+from musicfx.commands import common
 from musicfx.errors import MusicfxError
 
 
@@ -24,8 +27,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "windows, then median/mean over tracks; and uSDR), or separate and score a MUSDB18 split.",
     )
     folders = parser.add_argument_group("score estimates on disk")
-    folders.add_argument("--references", help="<track>/<target>.wav folders or a MUSDB18 folder of .stem.mp4")
-    folders.add_argument("--estimates", help="<track>/<target>.wav folders (museval's layout)")
+    folders.add_argument("--references", help="<track>/<target>.wav folders, a MUSDB18 folder of .stem.mp4, or one "
+                         "song's folder of <target>.wav files")
+    folders.add_argument("--estimates", help="<track>/<target>.wav folders (museval's layout), or one song's folder "
+                         "of <target>.wav files")
     folders.add_argument("--targets", nargs="+", help="targets to score (default: those in both)")
     musdb = parser.add_argument_group("separate and score a MUSDB18 / MUSDB18-HQ split")
     musdb.add_argument("--musdb", help="MUSDB18 or MUSDB18-HQ root")
@@ -33,14 +38,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     musdb.add_argument("--ckpt", help="separation checkpoint written by `musicfx fit`")
     musdb.add_argument("--oracle", choices=("irm", "ibm"), help="score an oracle mask instead of a model")
     musdb.add_argument("--estimates-out", help="also write the estimates here (<split>/<track>/<source>.wav)")
-    musdb.add_argument("--segment", type=float, default=10.0, help="seconds per model call (default 10)")
-    musdb.add_argument("--overlap", type=float, default=0.25, help="fraction of a segment cross-faded")
-    musdb.add_argument("--batch-size", type=int, default=1, help="segments per model call")
-    musdb.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    common.add_engine_arguments(musdb, shifts=True, resample=False)
     parser.add_argument("--json", help="write the scores (per track and summary) to this JSON file")
     parser.add_argument("--full", action="store_true", help="also SIR/ISR/SAR with museval itself (slow)")
     parser.add_argument("--museval-dir", help="write one museval JSON per track here (implies --full)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    common.add_output_arguments(parser, overwrite_help="replace an existing --json file")
     parser.set_defaults(func=run)
 
 
@@ -69,18 +71,31 @@ def _check_arguments(args: argparse.Namespace) -> None:
         )
 
 
+def _inputs(args: argparse.Namespace) -> List[Path]:
+    """The folders the command reads (a --json file must not land on anything in them)."""
+    folders = [args.references, args.estimates] if args.musdb is None else [args.musdb]
+    return [Path(folder) for folder in folders]
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``musicfx evaluate``; returns the exit status."""
-    import sys
+    import contextlib
     import warnings
 
     from musicfx.evaluate import evaluate_folders, evaluate_model
 
     _check_arguments(args)
+    common.check_engine_arguments(args)
+    if args.json is not None:
+        common.check_new_file(Path(args.json), "--json", args.overwrite, _inputs(args))
     full = args.full or args.museval_dir is not None
+    estimates_out = Path(args.estimates_out) if args.estimates_out is not None else None
     # Skipped tracks and length mismatches are worth one line each, not a warning with its source line.
-    with warnings.catch_warnings(record=True) as caught:
+    with contextlib.ExitStack() as stack:
+        caught = stack.enter_context(warnings.catch_warnings(record=True))
         warnings.simplefilter("always")
+        if estimates_out is not None:  # a failed run leaves no empty folder behind
+            stack.enter_context(common.writing_into(estimates_out))
         if args.musdb is None:
             report = evaluate_folders(
                 Path(args.references), Path(args.estimates), targets=args.targets, full=full,
@@ -90,21 +105,14 @@ def run(args: argparse.Namespace) -> int:
             task = None
             device = None
             if args.ckpt is not None:
-                from musicfx.api import _resolve_device, load
-
-                device = _resolve_device(args.device)
-                task = load(args.ckpt, device=device)
+                device = common.resolve_device(args.device)
+                task = common.load_task(args.ckpt, device, "separate")
             report = evaluate_model(
                 task, Path(args.musdb), split=args.split, output_dir=args.estimates_out, oracle=args.oracle,
                 segment=args.segment, overlap=args.overlap, batch_size=args.batch_size, device=device,
-                full=full, json_dir=args.museval_dir, progress=not args.quiet,
+                full=full, json_dir=args.museval_dir, progress=not args.quiet, shifts=args.shifts,
             )
-    package = str(Path(__file__).resolve().parents[1])
-    for warning in caught:
-        if str(Path(warning.filename).resolve()).startswith(package):
-            print(f"musicfx: warning: {warning.message}", file=sys.stderr)
-        else:
-            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    common.report_warnings(caught)
     print(f"{len(report.tracks)} tracks")
     print(report.table())
     if args.json is not None:

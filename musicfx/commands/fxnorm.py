@@ -4,16 +4,18 @@
   EQ, dynamics, panning and loudness of every stem type.
 * ``musicfx fxnorm normalize ROOT -o OUT --features features.npz [--ir-folder DIR] [--overwrite]``: write
   every song's stems, normalised toward those features, into ``OUT`` (same song layout; reruns skip songs
-  already done). ``--features builtin`` uses the features shipped for the built-in generator.
+  already done). ``--features builtin`` uses the features shipped with musicfx: the statistics of the built-in
+  generator's stems (to try it without a dataset; real music wants its own features).
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from musicfx.audio.stems import MUSDB_STEMS
+from musicfx.commands import common
 from musicfx.errors import MusicfxError
 
-DEFAULT_STEMS = ("vocals", "drums", "bass", "other")  # musicfx.fxnorm.features.STEMS, without importing torch
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -32,7 +34,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     features.add_argument("root", help="dataset folder: song folders holding <stem>.wav files, at any depth")
     features.add_argument("-o", "--output", required=True, help="features file to write (.npz)")
-    features.add_argument("--stems", nargs="+", default=list(DEFAULT_STEMS), help="stem types (default: %(default)s)")
+    features.add_argument("--stems", nargs="+", default=list(MUSDB_STEMS), help="stem types (default: %(default)s)")
     features.add_argument("--sample-rate", type=int, default=44100, help="analysis rate in Hz (default 44100)")
     features.add_argument("--workers", type=int, default=None, help="parallel processes (default: one per CPU)")
     features.add_argument("--single-pass", action="store_true",
@@ -50,7 +52,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     normalize.add_argument("root", help="dataset folder: song folders holding <stem>.wav files")
     normalize.add_argument("-o", "--output", required=True, help="output folder (not inside ROOT)")
     normalize.add_argument("--features", required=True,
-                           help="features file from `musicfx fxnorm features`, or 'builtin'")
+                           help="features file from `musicfx fxnorm features` (measured on your data), or 'builtin' "
+                           "(the built-in generator's statistics, for trying it out)")
     normalize.add_argument("--ir-folder", help="impulse responses for the reverb stage (default: no reverb stage)")
     normalize.add_argument("--stems", nargs="+", default=None, help="stem types (default: those in the features)")
     normalize.add_argument("--workers", type=int, default=None, help="parallel processes (default: one per CPU)")
@@ -63,15 +66,15 @@ def _features(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.is_dir():
         raise MusicfxError(f"{output}: is a folder; name the features file to write (e.g. features.npz)")
-    if output.exists() and not args.overwrite:
-        raise MusicfxError(f"{output}: exists; pass --overwrite to replace it")
     if not Path(args.root).is_dir():
         raise MusicfxError(f"{args.root}: no such dataset folder")
+    common.check_new_file(output, "-o", args.overwrite, [Path(args.root)])
     from musicfx.fxnorm.dataset import compute_features
 
-    features = compute_features(args.root, stems=args.stems, sample_rate=args.sample_rate, workers=args.workers,
-                                progress=not args.quiet, sequential=not args.single_pass)
-    features.save(output)
+    with common.writing_into(output.parent):  # an unwritable place fails before the measuring
+        features = compute_features(args.root, stems=args.stems, sample_rate=args.sample_rate,
+                                    workers=args.workers, progress=not args.quiet, sequential=not args.single_pass)
+        features.save(output)
     if not args.quiet:
         for stem in features.stems:
             mean, std = features.dynamics[stem]
@@ -90,8 +93,9 @@ def _normalize(args: argparse.Namespace) -> int:
     from musicfx.fxnorm.normalize import normalize_dataset
 
     features = FxNormFeatures.builtin() if args.features == "builtin" else FxNormFeatures.load(args.features)
-    summary = normalize_dataset(args.root, args.output, features, stems=args.stems, workers=args.workers,
-                                ir_folder=args.ir_folder, progress=not args.quiet, overwrite=args.overwrite)
+    with common.writing_into(Path(args.output)):
+        summary = normalize_dataset(args.root, args.output, features, stems=args.stems, workers=args.workers,
+                                    ir_folder=args.ir_folder, progress=not args.quiet, overwrite=args.overwrite)
     if not args.quiet:
         print(f"{len(summary.normalized)} songs normalised, {len(summary.cached)} already up to date -> {args.output}")
     return 0

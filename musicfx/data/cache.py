@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -140,6 +141,9 @@ class DecodedCache:
     def _decode(self, path: Path, sample_rate: int, channels: int, entry: Path) -> None:
         audio, _ = read_audio(path, sample_rate=sample_rate, channels=channels)
         data = np.ascontiguousarray(audio.numpy(), dtype=np.float32)
+        if not data.any():  # said once, when the file is decoded; its chunks will all be rejected or silent
+            warnings.warn(f"{path}: the recording is silent (all samples are zero); it adds no sound to training",
+                          UserWarning, stacklevel=2)
         try:
             with atomic_path(entry) as temporary, open(temporary, "wb") as file:
                 np.save(file, data, allow_pickle=False)  # a file object: np.save would append .npy to a name

@@ -38,6 +38,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from musicfx.audio.io import AUDIO_EXTENSIONS, atomic_path, convert_channels, read_stems
+from musicfx.audio.stems import MUSDB_STEMS
 from musicfx.data.cache import PROGRESS_MIN_FILES, DecodedCache
 from musicfx.data.seeding import hash_split, normalize_split
 from musicfx.data.sources import GeneratedMusic, Source, check_stems, copy_window, stem_positions
@@ -46,7 +47,7 @@ from musicfx.errors import DataError, MissingDependencyError
 PathLike = Union[str, os.PathLike]
 
 #: The four MUSDB18 targets, in the order Open-Unmix and Demucs list them.
-DEFAULT_STEMS: Tuple[str, ...] = ("vocals", "drums", "bass", "other")
+DEFAULT_STEMS: Tuple[str, ...] = MUSDB_STEMS
 #: Streams of a MUSDB18 ``.stem.mp4``, in file order.
 MUSDB_STREAMS: Tuple[str, ...] = ("mixture", "drums", "bass", "other", "vocals")
 STEM_FILE_SUFFIX = ".stem.mp4"

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from musicfx.audio.stems import MUSDB_STEMS
 from musicfx.data.render.composer import compose_song
 from musicfx.data.render.fonts import load_synth, pick_backend, resolve_soundfont
 from musicfx.data.render.midi import list_midi_files, read_midi
@@ -46,7 +47,7 @@ PathLike = Union[str, os.PathLike]
 
 #: ``scores`` value of the datamodules that selects the procedural composer.
 PROCEDURAL = "procedural"
-DEFAULT_STEMS: Tuple[str, ...] = ("vocals", "drums", "bass", "other")
+DEFAULT_STEMS: Tuple[str, ...] = MUSDB_STEMS
 # Seconds rendered before a MIDI excerpt starts, so notes struck just before it ring in naturally.
 _PREROLL = 2.0
 # Listing more files than this in one warning only buries it.

@@ -47,6 +47,7 @@ import torch
 from musicfx.audio.io import atomic_path
 from musicfx.audio.loudness import integrated_loudness, normalize_loudness
 from musicfx.audio.spectral import stft
+from musicfx.audio.stems import MUSDB_STEMS
 from musicfx.errors import DataError
 from musicfx.fxnorm.onsets import detect_onsets, onset_peak_levels, peak_statistics
 
@@ -54,7 +55,7 @@ PathLike = Union[str, os.PathLike]
 
 #: Bumped whenever what a feature file holds, or how a feature is measured, changes.
 FEATURES_VERSION = 1
-STEMS: Tuple[str, ...] = ("vocals", "drums", "bass", "other")
+STEMS: Tuple[str, ...] = MUSDB_STEMS
 #: Feature names, in the order they are measured and normalised.
 FEATURES: Tuple[str, ...] = ("eq", "dynamics", "panning", "loudness")
 #: Moving-average width of the EQ curve per stem type, in Hz (reference: 401 / 151 bins at 0.67 Hz).

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from musicfx.audio.spectral import ISTFT, STFT
+from musicfx.audio.stems import MUSDB_STEMS
 from musicfx.errors import ConfigError
 from musicfx.models.blocks import check_mix
 
@@ -521,7 +522,7 @@ class BSRoFormer(BandRoFormer):
 
     def __init__(
         self,
-        sources: Sequence[str] = ("vocals", "drums", "bass", "other"),
+        sources: Sequence[str] = MUSDB_STEMS,
         channels: int = 2,
         sample_rate: int = 44100,
         n_fft: int = 2048,

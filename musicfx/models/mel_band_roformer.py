@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from musicfx.audio.stems import MUSDB_STEMS
 from musicfx.models.bs_roformer import BandRoFormer, _reference_options, convert_bs_roformer_state
 
 __all__ = ["MelBandRoFormer", "mel_band_bins"]
@@ -100,7 +101,7 @@ class MelBandRoFormer(BandRoFormer):
 
     def __init__(
         self,
-        sources: Sequence[str] = ("vocals", "drums", "bass", "other"),
+        sources: Sequence[str] = MUSDB_STEMS,
         channels: int = 2,
         sample_rate: int = 44100,
         n_fft: int = 2048,

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from musicfx.audio.spectral import ISTFT, STFT, fft_frequencies
+from musicfx.audio.stems import MUSDB_STEMS
 from musicfx.errors import ConfigError
 from musicfx.models.blocks import check_mix
 
@@ -303,7 +304,7 @@ class OpenUnmix(nn.Module):
 
     def __init__(
         self,
-        sources: Sequence[str] = ("vocals", "drums", "bass", "other"),
+        sources: Sequence[str] = MUSDB_STEMS,
         channels: int = 2,
         sample_rate: int = 44100,
         n_fft: int = 4096,

@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from musicfx.audio.stems import MUSDB_STEMS, STEM_FILE_SUFFIX, track_name
 from musicfx.data.multitrack import multitrack_source
 from musicfx.data.sources import Source
 from musicfx.errors import ConfigError
@@ -21,7 +22,6 @@ from musicfx.tasks.base import Task, declared
 from musicfx.tasks.media import log_examples
 from musicfx.tasks.multitrack import MultitrackData
 
-MUSDB_STEMS: Tuple[str, ...] = ("vocals", "drums", "bass", "other")
 NORMALIZED_SUFFIX = "@normalized"
 
 
@@ -50,6 +50,7 @@ class AutomixTask(Task):
     """
 
     default_channels = 2
+    predict_key = "stems"
 
     def __init__(
         self,
@@ -156,10 +157,6 @@ class AutomixTask(Task):
                 signals = {"sum of stems": baseline[i], "estimate": estimate[i], "target": target[i]}
                 log_examples(logger, f"{stage}/example_{i}", signals, self.sample_rate, self.global_step)
 
-    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        stems = batch["stems"] if isinstance(batch, dict) else batch
-        return self.model(stems)
-
     @torch.no_grad()
     def mix(
         self,
@@ -181,7 +178,6 @@ class AutomixTask(Task):
             ``(2, time)`` at ``sample_rate``.
         """
         from musicfx.audio.io import convert_channels
-        from musicfx.inference import apply_model
 
         if stems.dim() != 3 or stems.shape[0] != len(self.stems):
             raise ValueError(f"expected ({len(self.stems)}, channels, time) stems ({', '.join(self.stems)}), "
@@ -192,8 +188,8 @@ class AutomixTask(Task):
         def model(x: torch.Tensor) -> torch.Tensor:
             return self.model(x.reshape(x.shape[0], count, channels, -1))
 
-        return apply_model(model, stems.reshape(count * channels, -1), sample_rate, self.sample_rate,
-                           count * channels, segment, overlap, device=self.device, progress=progress)
+        return self._infer(stems.reshape(count * channels, -1), sample_rate, segment, overlap, progress, model=model,
+                           channels=count * channels)
 
 
 __all__: List[str] = ["AutomixTask", "MUSDB_STEMS"]
@@ -255,7 +251,7 @@ def _song_key(name: str) -> str:
     from pathlib import PurePath
 
     base = PurePath(name).name
-    return base[: -len(".stem.mp4")] if base.lower().endswith(".stem.mp4") else base
+    return track_name(base) if base.lower().endswith(STEM_FILE_SUFFIX) else base
 
 
 class AutomixData(MultitrackData):

@@ -5,7 +5,7 @@ of Lightning; the task owns loss, metrics, optimizer and logging.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import lightning.pytorch as pl
 import torch
@@ -89,8 +89,34 @@ class Task(pl.LightningModule):
         record_hparam(self, "sample_rate", self.sample_rate)
         record_hparam(self, "channels", self.channels)
 
+    #: The entry of a dict batch that holds the model's input in :meth:`predict_step` ("noisy", "mix", ...).
+    predict_key = ""
+
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         return self.model(audio)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """The bare network on a batch at its rate: a dict batch's :attr:`predict_key` entry, or the batch."""
+        return self.model(batch[self.predict_key] if isinstance(batch, dict) else batch)
+
+    def _infer(
+        self,
+        audio: torch.Tensor,
+        sample_rate: int,
+        segment: float,
+        overlap: float,
+        progress: bool,
+        shifts: int = 0,
+        model: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        channels: Optional[int] = None,
+    ) -> torch.Tensor:
+        """Run ``model`` (default: the network) over a whole recording with the one inference engine,
+        :func:`musicfx.inference.apply_model`, at the model's rate and ``channels`` (default: its own)."""
+        from musicfx.inference import apply_model  # the engine sits beside the tasks; imported when used
+
+        return apply_model(self.model if model is None else model, audio, sample_rate, self.sample_rate,
+                           self.channels if channels is None else channels, segment, overlap, device=self.device,
+                           progress=progress, shifts=shifts)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())

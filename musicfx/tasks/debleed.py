@@ -16,12 +16,12 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from musicfx.audio.stems import MUSDB_STEMS
 from musicfx.errors import ConfigError
 from musicfx.tasks.base import Task, _default_optimizer
 from musicfx.tasks.media import log_examples
 from musicfx.tasks.multitrack import MultitrackData
 
-MUSDB_STEMS: Tuple[str, ...] = ("vocals", "drums", "bass", "other")
 
 
 def fold_channels(tracks: torch.Tensor) -> torch.Tensor:
@@ -52,6 +52,8 @@ class DebleedTask(Task):
         sample_rate: what the model works at.
         log_examples: validation examples logged as audio + spectrograms each validation.
     """
+
+    predict_key = "mics"
 
     def __init__(
         self,
@@ -137,10 +139,6 @@ class DebleedTask(Task):
                                "target": targets[i, index:index + 1]}
                     log_examples(logger, f"{stage}/example_{i}_{name}", signals, self.sample_rate, self.global_step)
 
-    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        mics = batch["mics"] if isinstance(batch, dict) else batch
-        return self.model(mics)
-
     @torch.no_grad()
     def debleed(
         self,
@@ -161,8 +159,6 @@ class DebleedTask(Task):
         Returns:
             The cleaned tracks, same shape and rate as ``tracks``.
         """
-        from musicfx.inference import apply_model
-
         mono = tracks.dim() == 2
         if mono:
             tracks = tracks.unsqueeze(1)
@@ -178,8 +174,8 @@ class DebleedTask(Task):
             y = self.model(fold_channels(x.reshape(batch, len(self.tracks), channels, -1)))
             return unfold_channels(y, channels).reshape(batch, -1, x.shape[-1])
 
-        out = apply_model(model, flat, sample_rate, self.sample_rate, flat.shape[0], segment, overlap,
-                          device=self.device, progress=progress)
+        out = self._infer(flat, sample_rate, segment, overlap, progress, model=model,
+                          channels=flat.shape[0])
         out = out.reshape(tracks.shape)
         return out.squeeze(1) if mono else out
 

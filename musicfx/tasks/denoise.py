@@ -37,6 +37,8 @@ class DenoiseTask(Task):
         log_examples: how many validation examples to log as audio + spectrogram each validation.
     """
 
+    predict_key = "noisy"
+
     def __init__(
         self,
         model: nn.Module,
@@ -92,10 +94,6 @@ class DenoiseTask(Task):
                 signals = {"noisy": noisy[i], "estimate": estimate[i], "clean": clean[i]}
                 log_examples(logger, f"{stage}/example_{i}", signals, self.sample_rate, self.global_step)
 
-    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        noisy = batch["noisy"] if isinstance(batch, dict) else batch
-        return self.model(noisy)
-
     @torch.no_grad()
     def denoise(
         self,
@@ -104,23 +102,22 @@ class DenoiseTask(Task):
         segment: float = 10.0,
         overlap: float = 0.25,
         progress: bool = False,
+        shifts: int = 0,
     ) -> torch.Tensor:
-        """Denoise a whole recording of any length.
+        """Denoise a whole recording of any length (the engine of ``musicfx denoise``).
 
         Args:
             audio: ``(channels, time)`` or ``(time,)`` at ``sample_rate``.
             sample_rate: rate of ``audio``; resampled to the model's and back.
             segment: seconds per model call (overlap-added with fades, so no seams).
-            overlap: fraction of ``segment`` shared by neighbouring calls.
+            overlap: fraction of ``segment`` shared by neighbouring calls (at most 0.5).
+            progress: show a progress bar.
+            shifts: test-time shift augmentation: average over this many random shifts (0: none).
 
         Returns:
             The denoised recording, same shape and rate as ``audio``.
         """
-        from musicfx.inference import apply_model
-
-        return apply_model(
-            self.model, audio, sample_rate, self.sample_rate, self.channels, segment, overlap, progress=progress
-        )
+        return self._infer(audio, sample_rate, segment, overlap, progress, shifts)
 
 
 class DenoiseData(ChunkData):

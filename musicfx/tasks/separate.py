@@ -18,12 +18,12 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from musicfx.audio.stems import MUSDB_STEMS
 from musicfx.errors import ConfigError
 from musicfx.tasks.base import Task, _default_optimizer, declared, record_hparam
 from musicfx.tasks.media import log_examples
 from musicfx.tasks.multitrack import MultitrackData
 
-MUSDB_STEMS: Tuple[str, ...] = ("vocals", "drums", "bass", "other")
 
 
 def _gan_optimizer(params) -> torch.optim.Optimizer:
@@ -57,6 +57,8 @@ class SeparationTask(Task):
             input normalisation (``model.set_input_statistics``) and stored in the checkpoint; skipped when
             resuming. 0 disables it.
     """
+
+    predict_key = "mix"
 
     def __init__(
         self,
@@ -254,10 +256,6 @@ class SeparationTask(Task):
         value = values[finite].mean() if count else values.new_zeros(())
         self.log(name, value, prog_bar=prog_bar, batch_size=count, sync_dist=True)
 
-    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        mix = batch["mix"] if isinstance(batch, dict) else batch
-        return self.model(mix)
-
     # -------------------------------------------------------------------------------------- inference
     @torch.no_grad()
     def separate(
@@ -267,23 +265,22 @@ class SeparationTask(Task):
         segment: float = 10.0,
         overlap: float = 0.25,
         progress: bool = False,
+        shifts: int = 0,
     ) -> Dict[str, torch.Tensor]:
-        """Separate a whole recording of any length.
+        """Separate a whole recording of any length (the engine of ``musicfx separate``).
 
         Args:
             audio: ``(channels, time)`` or ``(time,)`` at ``sample_rate``; any channel count.
             sample_rate: rate of ``audio``; resampled to the model's and back.
             segment: seconds per model call (overlap-added with fades, so no seams).
-            overlap: fraction of ``segment`` shared by neighbouring calls.
+            overlap: fraction of ``segment`` shared by neighbouring calls (at most 0.5).
+            progress: show a progress bar.
+            shifts: test-time shift augmentation: average over this many random shifts (0: none).
 
         Returns:
             ``{source: (channels, time)}`` (or ``(time,)`` for 1-D input), at ``audio``'s rate and length.
         """
-        from musicfx.inference import apply_model
-
-        estimates = apply_model(
-            self.model, audio, sample_rate, self.sample_rate, self.channels, segment, overlap, progress=progress
-        )
+        estimates = self._infer(audio, sample_rate, segment, overlap, progress, shifts)
         return {name: estimates[index] for index, name in enumerate(self.sources)}
 
 
