@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+from musicfx.checkpoint import add_trust_argument
 from musicfx.errors import AudioError, MusicfxError
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -34,20 +35,30 @@ UNWRITABLE_AUDIO_SUFFIXES = (".mp3", ".mp4", ".m4a", ".aac", ".wma", ".webm", ".
 def _run_lightning(argv: Optional[List[str]]) -> int:
     """Run LightningCLI on ``argv`` (``None``: on ``sys.argv``, which DDP launchers re-execute)."""
     import lightning.pytorch as pl
+    import torch
     from lightning.pytorch.cli import LightningCLI
 
+    from musicfx.checkpoint import safe_globals, secure_lightning_config
     from musicfx.tasks.base import Task
 
-    LightningCLI(
-        Task,
-        pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=argv,
-        auto_configure_optimizers=False,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"description": "Train or evaluate a musicfx task from a recipe."},
-    )
+    class _SafeCLI(LightningCLI):
+        """LightningCLI that reads ``--ckpt_path`` as data only (see musicfx.checkpoint)."""
+
+        def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 (LightningCLI's signature)
+            super().parse_arguments(parser, args)
+            secure_lightning_config(self.config)
+
+    with torch.serialization.safe_globals(safe_globals()):
+        _SafeCLI(
+            Task,
+            pl.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=argv,
+            auto_configure_optimizers=False,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"description": "Train or evaluate a musicfx task from a recipe."},
+        )
     return 0
 
 
@@ -132,7 +143,7 @@ def _denoise(args: argparse.Namespace) -> int:
     else:
         if args.ckpt is None:
             raise MusicfxError("pass --ckpt CHECKPOINT (or --method spectral-gate)")
-        task = load(args.ckpt, device=device)
+        task = load(args.ckpt, device=device, trust=args.trust_checkpoint)
         runs = [(task.model, task.sample_rate, task.channels)] * len(inputs)
     for path, target, (model, rate, channels) in zip(inputs, targets, runs):
         process_file(
@@ -180,6 +191,7 @@ def _build_parser() -> argparse.ArgumentParser:
     denoise.add_argument("inputs", nargs="+", help="audio files or folders")
     denoise.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
     denoise.add_argument("--ckpt", help="checkpoint written by `musicfx fit`")
+    add_trust_argument(denoise)
     denoise.add_argument("--method", choices=("model", "spectral-gate"), default="model")
     denoise.add_argument("--segment", type=float, default=10.0, help="seconds per model call (default 10)")
     denoise.add_argument("--overlap", type=float, default=0.25, help="fraction of a segment cross-faded")

@@ -123,7 +123,7 @@ class _Task:
 def loads(monkeypatch) -> List[tuple]:
     calls: List[tuple] = []
 
-    def fake_load(checkpoint, device="cpu"):
+    def fake_load(checkpoint, device="cpu", trust=False):
         calls.append((checkpoint, device))
         return _Task()
 

@@ -37,7 +37,7 @@ def loads(monkeypatch) -> List[tuple]:
     """Register the command and make ``load`` return the stand-in; returns the calls it got."""
     calls: List[tuple] = []
 
-    def fake_load(checkpoint, device="cpu"):
+    def fake_load(checkpoint, device="cpu", trust=False):
         calls.append((checkpoint, device))
         return _Task()
 

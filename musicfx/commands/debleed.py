@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 
+from musicfx.checkpoint import add_trust_argument
 from musicfx.errors import AudioError, MusicfxError
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("inputs", nargs="+", help="the tracks of one recording (audio files), or one folder of them")
     parser.add_argument("-o", "--output", required=True, help="output folder (one file per track, same name)")
     parser.add_argument("--ckpt", help="debleed checkpoint written by `musicfx fit`")
+    add_trust_argument(parser)
     parser.add_argument("--method", choices=("model", "kamir"), default="model",
                         help="a trained model (--ckpt, default) or KAMIR (no training, any number of tracks)")
     kamir = parser.add_argument_group("KAMIR (--method kamir)")
@@ -347,7 +349,7 @@ def run(args: argparse.Namespace) -> int:
         model, model_rate = KAMIR(rate, **settings), None
         segment, overlap = KAMIR_SEGMENT, KAMIR_OVERLAP
     else:
-        task = load(args.ckpt, device=device)
+        task = load(args.ckpt, device=device, trust=args.trust_checkpoint)
         tracks = getattr(task, "tracks", None)
         if not tracks or not hasattr(task, "debleed"):
             raise MusicfxError(f"{args.ckpt}: not a debleed checkpoint (its task has no tracks)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from musicfx.checkpoint import add_trust_argument
 from musicfx.errors import MusicfxError
 
 
@@ -31,6 +32,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     musdb.add_argument("--musdb", help="MUSDB18 or MUSDB18-HQ root")
     musdb.add_argument("--split", default="test", help="split to evaluate (default: test)")
     musdb.add_argument("--ckpt", help="separation checkpoint written by `musicfx fit`")
+    add_trust_argument(musdb)
     musdb.add_argument("--oracle", choices=("irm", "ibm"), help="score an oracle mask instead of a model")
     musdb.add_argument("--estimates-out", help="also write the estimates here (<split>/<track>/<source>.wav)")
     musdb.add_argument("--segment", type=float, default=10.0, help="seconds per model call (default 10)")
@@ -93,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                 from musicfx.api import _resolve_device, load
 
                 device = _resolve_device(args.device)
-                task = load(args.ckpt, device=device)
+                task = load(args.ckpt, device=device, trust=args.trust_checkpoint)
             report = evaluate_model(
                 task, Path(args.musdb), split=args.split, output_dir=args.estimates_out, oracle=args.oracle,
                 segment=args.segment, overlap=args.overlap, batch_size=args.batch_size, device=device,

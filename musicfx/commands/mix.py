@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+from musicfx.checkpoint import add_trust_argument
 from musicfx.errors import AudioError, MusicfxError
 
 if TYPE_CHECKING:  # torch and numpy are imported where used, so `musicfx --help` stays light
@@ -57,6 +58,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="folder holding one audio file per stem (<stem>.wav, ...)")
     parser.add_argument("-o", "--output", required=True, help="mix file to write (.wav, .flac, ...)")
     parser.add_argument("--ckpt", help="automix checkpoint written by `musicfx fit`")
+    add_trust_argument(parser)
     parser.add_argument("--method", choices=("model", "sum"), default="model",
                         help="model (default, needs --ckpt) or sum: the plain sum of the stems (FxNorm's baseline)")
     parser.add_argument("--stems", nargs="+", help="stem names for --method sum (default: vocals drums bass other)")
@@ -449,13 +451,13 @@ def _check_output(args: argparse.Namespace, inputs: Sequence[Path]) -> Tuple[Pat
     return output, params
 
 
-def _trained_on_normalized(checkpoint: str) -> Optional[str]:
+def _trained_on_normalized(checkpoint: str, trust: bool) -> Optional[str]:
     """The ``normalized_root`` a checkpoint's data module was given, if any (its recipe is in the file)."""
-    import torch
+    from musicfx.checkpoint import load_checkpoint
 
     try:
-        payload = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
-    except Exception:  # load() already read it; this is only a hint
+        payload = load_checkpoint(checkpoint, trust=trust, mmap=True)
+    except MusicfxError:  # load() already read it; this is only a hint
         return None
     hparams = payload.get("datamodule_hyper_parameters") or {}
     return hparams.get("normalized_root") if isinstance(hparams, dict) else None
@@ -464,7 +466,7 @@ def _trained_on_normalized(checkpoint: str) -> Optional[str]:
 def _load_task(args: argparse.Namespace, device: object) -> object:
     from musicfx.api import load
 
-    task = load(args.ckpt, device=device)
+    task = load(args.ckpt, device=device, trust=args.trust_checkpoint)
     stems = getattr(task, "stems", None)
     if not stems or not callable(getattr(task, "mix", None)):
         raise MusicfxError(f"{args.ckpt}: not an automix checkpoint (its task has no stems to mix)")
@@ -513,7 +515,7 @@ def run(args: argparse.Namespace) -> int:
         for stem in found.found:
             for name in ("eq", "dynamics", "panning", "loudness"):
                 features.require(stem, name)
-    normalized_root = _trained_on_normalized(args.ckpt) if task is not None and not args.normalize else None
+    normalized_root = _trained_on_normalized(args.ckpt, args.trust_checkpoint) if task is not None and not args.normalize else None
     if normalized_root:
         _warn(f"{args.ckpt} was trained on effect-normalized stems (data normalized_root {normalized_root}); "
               "pass --normalize --features FEATURES.npz to mix stems normalized like those")

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
+from musicfx.checkpoint import add_trust_argument
 from musicfx.errors import AudioError, MusicfxError
 
 
@@ -23,6 +24,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("inputs", nargs="+", help="audio files or folders")
     parser.add_argument("-o", "--output", required=True, help="output folder (one sub-folder per input)")
     parser.add_argument("--ckpt", help="separation checkpoint written by `musicfx fit`")
+    add_trust_argument(parser)
     parser.add_argument("--stem-mp4", action="store_true", help="write OUT/<name>.stem.mp4 (needs ffmpeg)")
     parser.add_argument("--segment", type=float, default=10.0, help="seconds per model call (default 10)")
     parser.add_argument("--overlap", type=float, default=0.25, help="fraction of a segment cross-faded")
@@ -120,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
             if info.channels > 2:
                 raise AudioError(f"{path}: .stem.mp4 holds mono or stereo streams, not {info.channels} channels")
     device = _resolve_device(args.device)
-    task = load(args.ckpt, device=device)
+    task = load(args.ckpt, device=device, trust=args.trust_checkpoint)
     sources = getattr(task, "sources", None)
     if not sources:
         raise MusicfxError(f"{args.ckpt}: not a separation checkpoint (its task has no sources)")
