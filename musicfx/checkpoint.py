@@ -102,7 +102,8 @@ def _opt_in(hint: Optional[str]) -> str:
 def _refuse(path: Path, names: List[str], hint: Optional[str]) -> CheckpointError:
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     # Modules of musicfx or torch in the pickle: most likely a task built in Python, not a payload.
-    why = (" (a task built in Python pickles its model object; `musicfx fit` stores the recipe instead)"
+    why = (" (a task built in Python from module objects pickles them; build it with Task.from_config, as "
+           "`musicfx fit` does, to store the recipe instead)"
            if any(name.startswith(("musicfx.", "torch.nn.")) for name in names) else "")
     return CheckpointError(
         f"{path}: refused: unpickling it would import {shown}, which can run code{why}; musicfx loads "

@@ -19,14 +19,16 @@ silent in any source of a group is left out for the whole group, and SIR depends
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 
 from musicfx.errors import AudioError, DataError, MissingDependencyError
@@ -41,6 +43,8 @@ _ACCOMPANIMENT_PARTS = ("drums", "bass", "other")
 _TARGET_SUFFIXES = (".wav", ".flac")
 _SUBSETS = ("train", "test", "valid")
 _EXTRA_METRICS = ("SIR", "ISR", "SAR")
+#: Seconds of audio scored per block: memory holds this much of every target, whatever the song's length.
+_BLOCK_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,89 @@ def _load_track(track: _Track, targets: Sequence[str]) -> Tuple[Dict[str, torch.
         frames = min(part.shape[-1] for part in parts)
         audio[ACCOMPANIMENT] = sum(part[:, :frames] for part in parts)
     return audio, rate
+
+
+class _TrackAudio:
+    """A track's targets read in consecutive blocks, so that scoring holds a block, not the song.
+
+    Folders of ``<target>.wav`` files are read block by block; a ``.stem.mp4`` decodes whole (through
+    ffmpeg), as MUSDB18's 7-minute songs allow. ``accompaniment`` is derived from drums + bass + other
+    when the track has no file for it.
+    """
+
+    def __init__(self, track: _Track, targets: Sequence[str]) -> None:
+        from musicfx.audio.io import audio_info
+
+        self.track = track
+        self.targets = tuple(targets)
+        self.derived = ACCOMPANIMENT in self.targets and ACCOMPANIMENT not in track.files
+        needed = set(self.targets)
+        if self.derived:
+            needed.discard(ACCOMPANIMENT)
+            needed.update(_ACCOMPANIMENT_PARTS)
+        self.needed = tuple(sorted(needed))
+        self.audio: Optional[Dict[str, torch.Tensor]] = None
+        if track.is_stem_file:
+            self.audio, self.rate = _load_track(track, self.needed)
+            channels = {name: int(audio.shape[0]) for name, audio in self.audio.items()}
+            lengths = {name: int(audio.shape[-1]) for name, audio in self.audio.items()}
+        else:
+            self.rate = 0
+            channels, lengths = {}, {}
+            for name in self.needed:
+                if name not in track.files:
+                    raise DataError(f"{track.path}: no file for target '{name}'")
+                info = audio_info(track.files[name])
+                if self.rate and info.sample_rate != self.rate:
+                    raise AudioError(
+                        f"{track.files[name]}: sample rate {info.sample_rate} Hz differs from the track's {self.rate} Hz"
+                    )
+                self.rate = info.sample_rate
+                channels[name], lengths[name] = info.channels, info.frames
+        if self.derived:
+            channels[ACCOMPANIMENT] = channels[_ACCOMPANIMENT_PARTS[0]]
+            lengths[ACCOMPANIMENT] = min(lengths[part] for part in _ACCOMPANIMENT_PARTS)
+        self.channels = {t: channels[t] for t in self.targets}
+        #: Frames of every file read (targets, and the parts of a derived accompaniment).
+        self.lengths = lengths
+
+    def blocks(self, block_frames: int) -> Iterator[Dict[str, torch.Tensor]]:
+        """``{target: (channels, time)}`` blocks of ``block_frames`` (the last ones may be shorter)."""
+        if self.audio is not None:
+            audio, self.audio = self.audio, None  # the iterator holds the only reference
+            for begin in range(0, max(a.shape[-1] for a in audio.values()), block_frames):
+                yield self._with_accompaniment({n: a[:, begin : begin + block_frames] for n, a in audio.items()})
+            return
+        import soundfile as sf
+
+        from musicfx.audio.io import ensure_finite
+
+        with contextlib.ExitStack() as stack:
+            files = {}
+            for name in self.needed:
+                try:
+                    files[name] = stack.enter_context(sf.SoundFile(str(self.track.files[name])))
+                except Exception as error:
+                    raise AudioError(f"{self.track.files[name]}: cannot read audio ({error})") from None
+            while True:
+                block = {}
+                for name, handle in files.items():
+                    try:
+                        data = handle.read(block_frames, dtype="float32", always_2d=True)
+                    except Exception as error:
+                        raise AudioError(f"{self.track.files[name]}: cannot read audio ({error})") from None
+                    block[name] = torch.from_numpy(np.ascontiguousarray(data.T))
+                    ensure_finite(block[name], str(self.track.files[name]))
+                if all(x.shape[-1] == 0 for x in block.values()):
+                    return
+                yield self._with_accompaniment(block)
+
+    def _with_accompaniment(self, block: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        if self.derived:
+            parts = [block[part] for part in _ACCOMPANIMENT_PARTS]
+            frames = min(part.shape[-1] for part in parts)
+            block[ACCOMPANIMENT] = sum(part[:, :frames] for part in parts)
+        return {t: block[t] for t in self.targets}
 
 
 def _museval_groups(targets: Sequence[str]) -> List[Tuple[List[str], List[str]]]:
@@ -290,50 +377,71 @@ class _Evaluator:
         sample_rate: int,
         where: str,
     ) -> None:
-        """Score one track: ``references`` / ``estimates`` map each target to ``(channels, time)``."""
-        from musicfx.metrics.sdr import museval_sdr, usdr
-
-        for target in self.targets:
-            ref, est = references[target], estimates[target]
-            if ref.shape[0] != est.shape[0]:
-                raise AudioError(
-                    f"{where}: the '{target}' estimate has {est.shape[0]} channels, the reference {ref.shape[0]}"
-                )
+        """Score one track held in memory: ``references`` / ``estimates`` map each target to
+        ``(channels, time)``. The metrics run block by block (see :meth:`start`)."""
         lengths = [x.shape[-1] for x in list(references.values()) + list(estimates.values())]
+        scorer = self.start(
+            name, subset, sample_rate, where,
+            {t: references[t].shape[0] for t in self.targets}, {t: estimates[t].shape[0] for t in self.targets},
+            lengths,
+        )
+        block = _BLOCK_SECONDS * int(sample_rate)
+        for begin in range(0, scorer.frames, block):
+            scorer.push({t: references[t][:, begin : begin + block] for t in self.targets},
+                        {t: estimates[t][:, begin : begin + block] for t in self.targets})
+        scorer.finish()
+
+    def start(
+        self,
+        name: str,
+        subset: Optional[str],
+        sample_rate: int,
+        where: str,
+        reference_channels: Dict[str, int],
+        estimate_channels: Dict[str, int],
+        lengths: Sequence[int],
+    ) -> "_TrackScorer":
+        """Begin scoring one track fed block by block (:meth:`_TrackScorer.push`, then ``finish``).
+
+        Args:
+            name, subset: the track's name and MUSDB subset (for the report and museval's JSON).
+            sample_rate: of every file of the track.
+            where: the track's path, for messages.
+            reference_channels, estimate_channels: channels per target.
+            lengths: frames of every reference and estimate; the first ``min(lengths)`` are scored.
+        """
+        for target in self.targets:
+            if reference_channels[target] != estimate_channels[target]:
+                raise AudioError(
+                    f"{where}: the '{target}' estimate has {estimate_channels[target]} channels, "
+                    f"the reference {reference_channels[target]}"
+                )
         frames = min(lengths)
         if max(lengths) - frames > sample_rate:
             warnings.warn(
                 f"{where}: estimates and references differ in length by {(max(lengths) - frames) / sample_rate:.1f} s;"
                 f" scoring the first {frames / sample_rate:.1f} s",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=2,
             )
-        ref = torch.stack([references[t][:, :frames] for t in self.targets]).float()
-        est = torch.stack([estimates[t][:, :frames] for t in self.targets]).float()
+        return _TrackScorer(self, name, subset, sample_rate, frames)
 
-        # Framewise scores per metric, in target order (SIR/ISR/SAR only with ``full``).
-        full: Dict[str, List[Optional[torch.Tensor]]] = {
-            m: [None] * len(self.targets) for m in ("SDR",) + _EXTRA_METRICS
-        }
-        order: List[str] = []
-        for group, kept in _museval_groups(self.targets):
-            index = [self.targets.index(t) for t in group]
-            sdr = museval_sdr(est[index], ref[index], sample_rate)
-            metrics = _museval_full(ref[index], est[index], sample_rate) if self.full else {}
-            for target in kept:
-                i, j = self.targets.index(target), group.index(target)
-                full["SDR"][i] = sdr[j]
-                for metric in _EXTRA_METRICS if self.full else ():
-                    full[metric][i] = metrics[metric][j]
-                order.append(target)
-        self.scores.add_scores(torch.stack(full["SDR"]), usdr(est, ref), names=[name])
+    def _finish_track(
+        self,
+        name: str,
+        subset: Optional[str],
+        order: Sequence[str],
+        metrics: Dict[str, List[Optional[torch.Tensor]]],
+        usdr_values: torch.Tensor,
+    ) -> None:
+        self.scores.add_scores(torch.stack(metrics["SDR"]), usdr_values, names=[name])
         if self.full:
             self.extra[name] = {
-                target: {m: float(_nanmedian(full[m][i])) for m in _EXTRA_METRICS}
+                target: {m: float(_nanmedian(metrics[m][i])) for m in _EXTRA_METRICS}
                 for i, target in enumerate(self.targets)
             }
             if self.json_dir is not None:
-                self._write_json(name, subset, order, full)
+                self._write_json(name, subset, order, metrics)
 
     def _write_json(
         self, name: str, subset: Optional[str], order: Sequence[str], metrics: Dict[str, List[Optional[torch.Tensor]]]
@@ -375,6 +483,73 @@ class _Evaluator:
                     values = torch.tensor([self.extra[track][target][metric] for track in self.extra])
                     summary[target][f"{metric}_median"] = float(_nanmedian(values))
         return EvaluationReport(self.targets, tracks, summary, self.full)
+
+
+class _TrackScorer:
+    """One track's metrics, fed in consecutive blocks: memory holds a block, not the song.
+
+    The SDR (museval's windows) and uSDR stream exactly (:mod:`musicfx.metrics.streaming`). museval's
+    SIR / ISR / SAR (``full``) do not: its v4 distortion filters are fitted on the whole song, so with
+    ``full`` the blocks are kept and museval runs once on the whole track at :meth:`finish`.
+    """
+
+    def __init__(self, evaluator: _Evaluator, name: str, subset: Optional[str], sample_rate: int, frames: int) -> None:
+        from musicfx.metrics.streaming import StreamingMusevalSDR, StreamingUSDR
+
+        self.evaluator = evaluator
+        self.name = name
+        self.subset = subset
+        self.sample_rate = int(sample_rate)
+        self.frames = int(frames)
+        self.seen = 0
+        targets = evaluator.targets
+        self.groups = [
+            ([targets.index(t) for t in group], group, kept, StreamingMusevalSDR(len(group), sample_rate))
+            for group, kept in _museval_groups(targets)
+        ]
+        self.usdr = StreamingUSDR(len(targets))
+        self.kept: List[Tuple[torch.Tensor, torch.Tensor]] = []  # (references, estimates) blocks for museval
+
+    def push(self, references: Dict[str, torch.Tensor], estimates: Dict[str, torch.Tensor]) -> None:
+        """Add the next block: each target's ``(channels, time)``; samples past the scored length are dropped."""
+        targets = self.evaluator.targets
+        count = min([self.frames - self.seen] + [x.shape[-1] for x in references.values()]
+                    + [x.shape[-1] for x in estimates.values()])
+        if count <= 0:
+            return
+        ref = torch.stack([references[t][:, :count] for t in targets]).float()
+        est = torch.stack([estimates[t][:, :count] for t in targets]).float()
+        for index, _, _, sdr in self.groups:
+            sdr.push(est[index], ref[index])
+        self.usdr.push(est, ref)
+        if self.evaluator.full:
+            self.kept.append((ref, est))
+        self.seen += count
+
+    def finish(self) -> None:
+        """Score what was pushed and add it to the evaluator's report."""
+        targets = self.evaluator.targets
+        if self.seen == 0:
+            raise AudioError(f"{self.name}: no audio to score")
+        # Framewise scores per metric, in target order (SIR/ISR/SAR only with ``full``).
+        metrics: Dict[str, List[Optional[torch.Tensor]]] = {
+            m: [None] * len(targets) for m in ("SDR",) + _EXTRA_METRICS
+        }
+        if self.kept:
+            ref = torch.cat([r for r, _ in self.kept], dim=-1)
+            est = torch.cat([e for _, e in self.kept], dim=-1)
+            self.kept = []
+        order: List[str] = []
+        for index, group, kept, sdr in self.groups:
+            framewise = sdr.result()
+            extra = _museval_full(ref[index], est[index], self.sample_rate) if self.evaluator.full else {}
+            for target in kept:
+                i, j = targets.index(target), group.index(target)
+                metrics["SDR"][i] = framewise[j]
+                for metric in _EXTRA_METRICS if self.evaluator.full else ():
+                    metrics[metric][i] = extra[metric][j]
+                order.append(target)
+        self.evaluator._finish_track(self.name, self.subset, order, metrics, self.usdr.result())
 
 
 def _nanmedian(values: torch.Tensor) -> torch.Tensor:
@@ -469,13 +644,20 @@ def evaluate_folders(
     evaluator = _Evaluator(chosen, full, Path(json_dir) if json_dir is not None else None)
     for name in _progress(names, progress, "evaluating"):
         reference, estimate = reference_tracks[name], estimate_tracks[name]
-        ref_audio, ref_rate = _load_track(reference, chosen)
-        est_audio, est_rate = _load_track(estimate, chosen)
-        if ref_rate != est_rate:
+        ref_audio, est_audio = _TrackAudio(reference, chosen), _TrackAudio(estimate, chosen)
+        if ref_audio.rate != est_audio.rate:
             raise AudioError(
-                f"{estimate.path}: estimates at {est_rate} Hz, references ({reference.path}) at {ref_rate} Hz"
+                f"{estimate.path}: estimates at {est_audio.rate} Hz, references ({reference.path}) at {ref_audio.rate} Hz"
             )
-        evaluator.add(name, estimate.subset or reference.subset, ref_audio, est_audio, ref_rate, str(estimate.path))
+        scorer = evaluator.start(
+            name, estimate.subset or reference.subset, ref_audio.rate, str(estimate.path), ref_audio.channels,
+            est_audio.channels, list(ref_audio.lengths.values()) + list(est_audio.lengths.values()),
+        )
+        block = _BLOCK_SECONDS * ref_audio.rate
+        # Both sides in lockstep, one block of every target at a time: memory does not grow with the song.
+        for references_block, estimates_block in zip(ref_audio.blocks(block), est_audio.blocks(block)):
+            scorer.push(references_block, estimates_block)
+        scorer.finish()
     return evaluator.report()
 
 

@@ -178,7 +178,27 @@ def test_a_task_built_in_python_is_refused_with_the_reason_and_loads_when_truste
     trainer.strategy.connect(task)
     path = tmp_path / "python.ckpt"
     trainer.save_checkpoint(path)
-    with pytest.raises(CheckpointError, match="a task built in Python pickles its model object"):
+    with pytest.raises(CheckpointError, match="a task built in Python from module objects pickles them; build it "
+                                              "with Task.from_config"):
         musicfx.load(path)
     loaded = musicfx.load(path, trust=True)
+    torch.testing.assert_close(loaded.state_dict(), task.state_dict())
+
+
+def test_a_task_built_from_config_in_python_saves_its_recipe_and_loads_as_data(tmp_path: Path) -> None:
+    import lightning.pytorch as pl
+
+    from musicfx.tasks.base import Task
+
+    network = {"class_path": "musicfx.models.MusicECAN", "init_args": {"channels": 1, "widths": [4, 8],
+                                                                         "filter_widths": [4]}}
+    task = Task.from_config({"class_path": "musicfx.tasks.denoise.DenoiseTask",
+                             "init_args": {"model": network, "sample_rate": 22050}})
+    assert type(task).__name__ == "DenoiseTask" and task.hparams["model"] == network
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", devices=1)
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(tmp_path / "config.ckpt")
+    loaded = musicfx.load(tmp_path / "config.ckpt")
+    assert loaded.sample_rate == 22050 and type(loaded.model).__name__ == "MusicECAN"
     torch.testing.assert_close(loaded.state_dict(), task.state_dict())
