@@ -20,13 +20,16 @@ silent in any source of a group is left out for the whole group, and SIR depends
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 import json
 import math
 import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -485,6 +488,26 @@ class _Evaluator:
         return EvaluationReport(self.targets, tracks, summary, self.full)
 
 
+@functools.lru_cache(maxsize=None)
+def _malloc_trim() -> Optional[Callable[[int], int]]:
+    """glibc's ``malloc_trim``, or ``None`` where the C library has none (macOS, musl)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def _release_freed_memory() -> None:
+    """Give the memory a block freed back to the system.
+
+    glibc keeps freed blocks of a few MB in its heap, where they fragment: measured here, the resident size
+    of a 20-minute evaluation grew to 3.1 GB although no more than one block is alive at a time.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 class _TrackScorer:
     """One track's metrics, fed in consecutive blocks: memory holds a block, not the song.
 
@@ -525,6 +548,8 @@ class _TrackScorer:
         if self.evaluator.full:
             self.kept.append((ref, est))
         self.seen += count
+        del ref, est
+        _release_freed_memory()
 
     def finish(self) -> None:
         """Score what was pushed and add it to the evaluator's report."""

@@ -1,0 +1,133 @@
+"""`musicfx evaluate` scores songs block by block: the same numbers as from whole arrays, in memory that
+does not grow with the song."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import musicfx.evaluate as evaluate_module
+from musicfx.evaluate import evaluate_folders
+from musicfx.metrics import museval_sdr, nanmedian, usdr
+from musicfx.metrics.streaming import StreamingMusevalSDR, StreamingUSDR
+
+TARGETS = ("drums", "bass", "other", "vocals")
+
+
+@pytest.mark.parametrize("window,hop", [(1.0, 1.0), (1.0, 0.5), (0.7, 1.3)])
+def test_streaming_metrics_equal_the_whole_signal(window: float, hop: float) -> None:
+    generator = torch.Generator().manual_seed(0)
+    rate = 100
+    for length in (1, 57, 100, 101, 999, 1234):
+        references = torch.randn(3, 2, length, generator=generator)
+        estimates = references + 0.3 * torch.randn(3, 2, length, generator=generator)
+        if length > 700:
+            references[1, :, 120:260] = 0  # silent windows: NaN for every source
+            estimates[:, :, 500:650] = references[:, :, 500:650]  # perfect windows: +inf
+        sdr, song = StreamingMusevalSDR(3, rate, window, hop), StreamingUSDR(3)
+        start = 0
+        while start < length:
+            size = int(torch.randint(1, 300, (), generator=generator))
+            sdr.push(estimates[..., start : start + size], references[..., start : start + size])
+            song.push(estimates[..., start : start + size], references[..., start : start + size])
+            start += size
+        whole = museval_sdr(estimates, references, rate, window, hop)
+        streamed = sdr.result()
+        assert streamed.shape == whole.shape
+        assert torch.equal(streamed.isnan(), whole.isnan()) and torch.equal(streamed.isinf(), whole.isinf())
+        torch.testing.assert_close(streamed.nan_to_num(posinf=0), whole.nan_to_num(posinf=0), atol=1e-9, rtol=0)
+        torch.testing.assert_close(song.result(), usdr(estimates, references), atol=1e-9, rtol=0)
+    with pytest.raises(ValueError, match="no audio"):
+        StreamingMusevalSDR(1, rate).result()
+
+
+def _write_song(root: Path, rate: int, seconds: float, seed: int = 0, channels: int = 2,
+                estimate_seconds: float = None) -> Dict[str, np.ndarray]:
+    """references/song/<target>.wav and estimates/song/<target>.wav; returns the written references."""
+    rng = np.random.default_rng(seed)
+    frames = int(rate * seconds)
+    est_frames = int(rate * (estimate_seconds or seconds))
+    references = {}
+    for kind in ("references", "estimates"):
+        (root / kind / "song").mkdir(parents=True, exist_ok=True)
+    for k, target in enumerate(TARGETS):
+        t = np.arange(max(frames, est_frames)) / rate
+        signal = 0.2 * np.sin(2 * np.pi * 110 * (k + 1) * t)[:, None] + 0.05 * rng.standard_normal((t.size, channels))
+        signal = signal.astype(np.float32)
+        if target == "bass":
+            signal[int(2.5 * rate) : int(4.5 * rate)] = 0  # silent across a block boundary (3 s blocks)
+        estimate = signal + (0.1 * (k + 1) * rng.standard_normal(signal.shape)).astype(np.float32)
+        sf.write(root / "references" / "song" / f"{target}.wav", signal[:frames], rate, subtype="FLOAT")
+        sf.write(root / "estimates" / "song" / f"{target}.wav", estimate[:est_frames], rate, subtype="FLOAT")
+        references[target] = signal[:frames]
+    accompaniment = sum(references[p] for p in ("drums", "bass", "other"))
+    rng_acc = np.random.default_rng(seed + 1)
+    sf.write(root / "estimates" / "song" / "accompaniment.wav",
+             (accompaniment + 0.05 * rng_acc.standard_normal(accompaniment.shape)).astype(np.float32)[:est_frames],
+             rate, subtype="FLOAT")
+    return references
+
+
+def test_evaluate_folders_streamed_equals_the_whole_track(tmp_path: Path, monkeypatch) -> None:
+    rate = 8000
+    # Estimates 0.4 s longer (scored on the common length), 3 s blocks that do not divide the 10.3 s.
+    _write_song(tmp_path, rate, 10.3, estimate_seconds=10.7)
+    monkeypatch.setattr(evaluate_module, "_BLOCK_SECONDS", 3)
+    report = evaluate_folders(tmp_path / "references", tmp_path / "estimates", progress=False)
+    assert report.targets == TARGETS + ("accompaniment",)
+
+    # The whole-array computation, as museval groups the targets.
+    read = {kind: {target: torch.from_numpy(sf.read(tmp_path / kind / "song" / f"{target}.wav",
+                                                    dtype="float32", always_2d=True)[0].T.copy())
+                   for target in TARGETS + (("accompaniment",) if kind == "estimates" else ())}
+            for kind in ("references", "estimates")}
+    read["references"]["accompaniment"] = sum(read["references"][p] for p in ("drums", "bass", "other"))
+    frames = int(10.3 * rate)
+    ref = torch.stack([read["references"][t][:, :frames] for t in report.targets])
+    est = torch.stack([read["estimates"][t][:, :frames] for t in report.targets])
+    four = [report.targets.index(t) for t in TARGETS]
+    pair = [report.targets.index(t) for t in ("vocals", "accompaniment")]
+    sdr_four = nanmedian(museval_sdr(est[four], ref[four], rate))
+    sdr_pair = nanmedian(museval_sdr(est[pair], ref[pair], rate))
+    expected_sdr = {"drums": sdr_four[0], "bass": sdr_four[1], "other": sdr_four[2], "vocals": sdr_pair[0],
+                    "accompaniment": sdr_pair[1]}
+    expected_usdr = dict(zip(report.targets, usdr(est, ref)))
+    scores = report.tracks["song"]
+    for target in report.targets:
+        assert abs(scores[target]["SDR"] - float(expected_sdr[target])) < 1e-6, target
+        assert abs(scores[target]["uSDR"] - float(expected_usdr[target])) < 1e-6, target
+    assert np.isfinite([scores[t]["SDR"] for t in report.targets]).all()
+
+
+def _peak_growth_mb(run) -> float:
+    """How far resident memory rises above where it stood while ``run()`` runs (Linux's VmHWM, reset)."""
+    def status(key: str) -> int:
+        return [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key)][0]
+
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")  # resets VmHWM to the current resident size
+    before = status("VmRSS:")
+    run()
+    return (status("VmHWM:") - before) / 1024.0
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's /proc/self/clear_refs")
+def test_memory_does_not_grow_with_the_song(tmp_path: Path) -> None:
+    rate = 8000
+    short, long_ = tmp_path / "short", tmp_path / "long"
+    _write_song(short, rate, 24.0)
+    _write_song(long_, rate, 240.0, seed=1)
+
+    def score(root: Path):
+        return lambda: evaluate_folders(root / "references", root / "estimates", progress=False)
+
+    score(short)()  # warm up: lazy imports and allocator pools
+    growth_short = _peak_growth_mb(score(short))
+    growth_long = _peak_growth_mb(score(long_))
+    # Scoring whole arrays grows by ~1.7 MiB per second of this song (~400 MiB at 240 s).
+    assert growth_long <= 1.2 * growth_short + 8.0, (growth_short, growth_long)
