@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import pytest
@@ -47,7 +47,7 @@ def test_streaming_metrics_equal_the_whole_signal(window: float, hop: float) -> 
 
 
 def _write_song(root: Path, rate: int, seconds: float, seed: int = 0, channels: int = 2,
-                estimate_seconds: float = None) -> Dict[str, np.ndarray]:
+                estimate_seconds: Optional[float] = None) -> Dict[str, np.ndarray]:
     """references/song/<target>.wav and estimates/song/<target>.wav; returns the written references."""
     rng = np.random.default_rng(seed)
     frames = int(rate * seconds)
@@ -60,7 +60,7 @@ def _write_song(root: Path, rate: int, seconds: float, seed: int = 0, channels: 
         signal = 0.2 * np.sin(2 * np.pi * 110 * (k + 1) * t)[:, None] + 0.05 * rng.standard_normal((t.size, channels))
         signal = signal.astype(np.float32)
         if target == "bass":
-            signal[int(2.5 * rate) : int(4.5 * rate)] = 0  # silent across a block boundary (3 s blocks)
+            signal[int(2.5 * rate) : int(4.5 * rate)] = 0  # silent across a block boundary (2 s blocks)
         estimate = signal + (0.1 * (k + 1) * rng.standard_normal(signal.shape)).astype(np.float32)
         sf.write(root / "references" / "song" / f"{target}.wav", signal[:frames], rate, subtype="FLOAT")
         sf.write(root / "estimates" / "song" / f"{target}.wav", estimate[:est_frames], rate, subtype="FLOAT")
@@ -75,9 +75,9 @@ def _write_song(root: Path, rate: int, seconds: float, seed: int = 0, channels: 
 
 def test_evaluate_folders_streamed_equals_the_whole_track(tmp_path: Path, monkeypatch) -> None:
     rate = 8000
-    # Estimates 0.4 s longer (scored on the common length), 3 s blocks that do not divide the 10.3 s.
-    _write_song(tmp_path, rate, 10.3, estimate_seconds=10.7)
-    monkeypatch.setattr(evaluate_module, "_BLOCK_SECONDS", 3)
+    # Estimates 0.4 s longer (scored on the common length), 2 s blocks that do not divide the 7.3 s.
+    _write_song(tmp_path, rate, 7.3, estimate_seconds=7.7)
+    monkeypatch.setattr(evaluate_module, "_BLOCK_SECONDS", 2)
     report = evaluate_folders(tmp_path / "references", tmp_path / "estimates", progress=False)
     assert report.targets == TARGETS + ("accompaniment",)
 
@@ -87,7 +87,7 @@ def test_evaluate_folders_streamed_equals_the_whole_track(tmp_path: Path, monkey
                    for target in TARGETS + (("accompaniment",) if kind == "estimates" else ())}
             for kind in ("references", "estimates")}
     read["references"]["accompaniment"] = sum(read["references"][p] for p in ("drums", "bass", "other"))
-    frames = int(10.3 * rate)
+    frames = int(7.3 * rate)
     ref = torch.stack([read["references"][t][:, :frames] for t in report.targets])
     est = torch.stack([read["estimates"][t][:, :frames] for t in report.targets])
     four = [report.targets.index(t) for t in TARGETS]
@@ -104,30 +104,32 @@ def test_evaluate_folders_streamed_equals_the_whole_track(tmp_path: Path, monkey
     assert np.isfinite([scores[t]["SDR"] for t in report.targets]).all()
 
 
-def _peak_growth_mb(run) -> float:
-    """How far resident memory rises above where it stood while ``run()`` runs (Linux's VmHWM, reset)."""
-    def status(key: str) -> int:
-        return [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key)][0]
-
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")  # resets VmHWM to the current resident size
-    before = status("VmRSS:")
-    run()
-    return (status("VmHWM:") - before) / 1024.0
+_PEAK_PROBE = (
+    "import sys\n"
+    "from musicfx.evaluate import evaluate_folders\n"
+    "evaluate_folders(sys.argv[1] + '/references', sys.argv[1] + '/estimates', progress=False)\n"
+    "print([int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')][0])\n"
+)
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's /proc/self/clear_refs")
+def _peak_rss_mb(root: Path) -> float:
+    """Peak resident memory (Linux's VmHWM) of a fresh process scoring ``root``'s song."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), OMP_NUM_THREADS="1")  # small ops: threads only contend
+    result = subprocess.run([sys.executable, "-c", _PEAK_PROBE, str(root)], capture_output=True, text=True,
+                            env=env, cwd=str(root), check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return int(result.stdout.split()[-1]) / 1024.0
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads peak memory from Linux's /proc")
 def test_memory_does_not_grow_with_the_song(tmp_path: Path) -> None:
     rate = 8000
     short, long_ = tmp_path / "short", tmp_path / "long"
-    _write_song(short, rate, 24.0)
-    _write_song(long_, rate, 240.0, seed=1)
-
-    def score(root: Path):
-        return lambda: evaluate_folders(root / "references", root / "estimates", progress=False)
-
-    score(short)()  # warm up: lazy imports and allocator pools
-    growth_short = _peak_growth_mb(score(short))
-    growth_long = _peak_growth_mb(score(long_))
-    # Scoring whole arrays grows by ~1.7 MiB per second of this song (~400 MiB at 240 s).
-    assert growth_long <= 1.2 * growth_short + 8.0, (growth_short, growth_long)
+    _write_song(short, rate, 12.0)
+    _write_song(long_, rate, 120.0, seed=1)
+    peak_short, peak_long = _peak_rss_mb(short), _peak_rss_mb(long_)
+    # Scoring the whole arrays at once (before streaming) needed ~3 MiB more per second of this song.
+    assert peak_long <= 1.2 * peak_short, (peak_short, peak_long)
