@@ -3,7 +3,7 @@
 All are plain torch functions over ``(..., [sources,] channels, time)`` that run on any device;
 museval itself is never imported.
 """
-from musicfx.metrics import aggregate, leakage, sdr
+from musicfx.metrics import aggregate, leakage, sdr, streaming
 from musicfx.metrics.aggregate import (
     AGGREGATIONS,
     SeparationScores,
@@ -21,5 +21,6 @@ from musicfx.metrics.sdr import (
     usdr,
     window_frames,
 )
+from musicfx.metrics.streaming import StreamingMusevalSDR, StreamingUSDR
 
-__all__ = [*sdr.__all__, *aggregate.__all__, *leakage.__all__]
+__all__ = [*sdr.__all__, *aggregate.__all__, *leakage.__all__, *streaming.__all__]
