@@ -112,7 +112,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--minutes", type=float, nargs="+", default=[5.0, 20.0], help="song lengths")
     parser.add_argument("--baseline", type=Path, help="another checkout to run on the same songs (its root)")
     parser.add_argument("--baseline-max-minutes", type=float, default=5.0,
-                        help="run the baseline only up to this length (it may need ~0.5 GB per minute)")
+                        help="run the baseline only up to this length (it may need ~1 GB per minute of song)")
     parser.add_argument("--workdir", type=Path, help="where to write the songs (default: a temporary folder)")
     args = parser.parse_args(argv)
     print(machine_line(machine_info()), flush=True)
