@@ -179,6 +179,7 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
+    mmap = mmap and zipfile.is_zipfile(path)  # torch maps only its zip format, not legacy pickles
     if not trust:
         unsafe = _unsafe_globals(path)
         if unsafe:

@@ -69,6 +69,8 @@ def test_the_legacy_format_is_refused_too(tmp_path: Path, marker: Path) -> None:
     with pytest.raises(CheckpointError, match=r"refused: unpickling it would import (builtins\.)?exec,"):
         load_checkpoint(legacy)
     assert not marker.exists()
+    torch.save({"state_dict": {"w": torch.ones(2)}}, tmp_path / "plain.ckpt", _use_new_zipfile_serialization=False)
+    assert torch.equal(load_checkpoint(tmp_path / "plain.ckpt", mmap=True)["state_dict"]["w"], torch.ones(2))
 
 
 @pytest.mark.parametrize("command", ["denoise", "separate", "debleed", "mix", "evaluate"])
