@@ -4,7 +4,7 @@ A ``.ckpt`` is a pickle, and unpickling can run any code the file names. Every c
 (:func:`musicfx.load`, each command's ``--ckpt``, ``fit --ckpt_path``, an automix ``pretrained`` front
 end) goes through :func:`load_checkpoint`, which unpickles with ``torch.load(weights_only=True)`` and
 allows, beyond tensors and Python's plain containers, only the few plain types a checkpoint written by
-``musicfx fit`` holds (paths, numpy scalars and arrays, Lightning's ``AttributeDict``). The model is
+``musicfx fit`` holds (paths, numpy scalars and arrays). The model is
 rebuilt from the recipe stored in the file (``class_path`` / ``init_args``), and only from classes of
 musicfx and torch. Anything else is refused with one line saying what the file needs, unless the
 caller trusts the file (``trust=True``, ``--trust-checkpoint``).
@@ -64,12 +64,6 @@ def safe_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
             "ULongDType", "LongLongDType", "ULongLongDType", "ByteDType", "UByteDType", "ShortDType",
             "UShortDType", "IntDType", "UIntDType", "Complex64DType", "Complex128DType", "StrDType",
         ) if hasattr(dtypes, name)]
-    try:
-        from lightning.fabric.utilities.data import AttributeDict
-
-        allowed.append(AttributeDict)
-    except ImportError:  # Lightning absent: a checkpoint holding one is refused like any other class
-        pass
     return allowed
 
 
@@ -80,6 +74,15 @@ def _short(error: BaseException) -> str:
     if not first or "weights_only" in first:
         return type(error).__name__
     return first.split(". ")[0].rstrip(".")
+
+
+def _unpickler_reason(error: BaseException) -> str:
+    """The line of torch's restricted-unpickler error that says what it met, without its advice."""
+    for line in str(error).splitlines():
+        line = line.strip()
+        if line and not any(word in line for word in ("weights_only", "Weights only", "documentation", "PyTorch 2.6")):
+            return line.rstrip(".")
+    return type(error).__name__
 
 
 def _unsafe_globals(path: Path) -> List[str]:
@@ -194,6 +197,12 @@ def load_checkpoint(
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
         if found and not trust:
             raise _refuse(path, [found.group(1)], hint) from None
+        if zipfile.is_zipfile(path) and not trust:
+            # A torch archive whose pickle does more than build plain containers (torch says what).
+            raise CheckpointError(
+                f"{path}: refused: its pickle holds more than plain data ({_unpickler_reason(error)}); "
+                f"{_opt_in(hint)}"
+            ) from None
         raise CheckpointError(f"{path}: not a readable checkpoint (not a PyTorch file)") from None
     except EOFError:
         raise CheckpointError(f"{path}: not a readable checkpoint (empty or cut short)") from None

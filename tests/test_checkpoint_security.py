@@ -204,3 +204,20 @@ def test_a_task_built_from_config_in_python_saves_its_recipe_and_loads_as_data(t
     loaded = musicfx.load(tmp_path / "config.ckpt")
     assert loaded.sample_rate == 22050 and type(loaded.model).__name__ == "MusicECAN"
     torch.testing.assert_close(loaded.state_dict(), task.state_dict())
+
+
+def test_the_plain_types_a_checkpoint_may_hold_load_as_data(tmp_path: Path) -> None:
+    from lightning.fabric.utilities.data import AttributeDict
+
+    values = {"path": Path("/data/musdb"), "score": np.float64(3.5), "count": np.int64(7),
+              "array": np.arange(4, dtype=np.float32), "dtype": np.dtype("f4")}
+    torch.save({"state_dict": {}, "extra": values}, tmp_path / "plain.ckpt")
+    loaded = load_checkpoint(tmp_path / "plain.ckpt")["extra"]
+    assert loaded["path"] == Path("/data/musdb") and loaded["score"] == 3.5 and loaded["count"] == 7
+    assert np.array_equal(loaded["array"], np.arange(4, dtype=np.float32)) and loaded["dtype"] == np.dtype("f4")
+    # A dict subclass is an object whose class the file chooses: refused, naming it.
+    torch.save({"state_dict": {}, "hparams": AttributeDict(lr=1e-3)}, tmp_path / "object.ckpt")
+    with pytest.raises(CheckpointError, match=r"refused: .*AttributeDict.*--trust-checkpoint") as error:
+        load_checkpoint(tmp_path / "object.ckpt")
+    assert "weights_only" not in str(error.value)
+    assert load_checkpoint(tmp_path / "object.ckpt", trust=True)["hparams"].lr == 1e-3
