@@ -36,7 +36,7 @@ def _run_lightning(argv: Optional[List[str]]) -> int:
     """Run LightningCLI on ``argv`` (``None``: on ``sys.argv``, which DDP launchers re-execute)."""
     import lightning.pytorch as pl
     import torch
-    from lightning.pytorch.cli import LightningCLI
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
     from musicfx.checkpoint import safe_globals, secure_lightning_config
     from musicfx.tasks.base import Task
@@ -44,7 +44,7 @@ def _run_lightning(argv: Optional[List[str]]) -> int:
     class _SafeCLI(LightningCLI):
         """LightningCLI that reads ``--ckpt_path`` as data only (see musicfx.checkpoint)."""
 
-        def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 (LightningCLI's signature)
+        def parse_arguments(self, parser: LightningArgumentParser, args: object) -> None:
             super().parse_arguments(parser, args)
             secure_lightning_config(self.config)
 
