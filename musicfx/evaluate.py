@@ -621,6 +621,27 @@ def _choose_targets(
     return _ordered(common)
 
 
+def _score_track(evaluator: "_Evaluator", name: str, reference: _Track, estimate: _Track) -> None:
+    """Read one track's references and estimates (``evaluator.targets``) and score them.
+
+    Both sides are read in lockstep, one block of every target at a time, so memory does not grow with the
+    song (a ``.stem.mp4`` decodes whole, see :class:`_TrackAudio`).
+    """
+    ref_audio, est_audio = _TrackAudio(reference, evaluator.targets), _TrackAudio(estimate, evaluator.targets)
+    if ref_audio.rate != est_audio.rate:
+        raise AudioError(
+            f"{estimate.path}: estimates at {est_audio.rate} Hz, references ({reference.path}) at {ref_audio.rate} Hz"
+        )
+    scorer = evaluator.start(
+        name, estimate.subset or reference.subset, ref_audio.rate, str(estimate.path), ref_audio.channels,
+        est_audio.channels, list(ref_audio.lengths.values()) + list(est_audio.lengths.values()),
+    )
+    block = _BLOCK_SECONDS * ref_audio.rate
+    for references_block, estimates_block in zip(ref_audio.blocks(block), est_audio.blocks(block)):
+        scorer.push(references_block, estimates_block)
+    scorer.finish()
+
+
 def evaluate_folders(
     references: PathLike,
     estimates: PathLike,
@@ -668,21 +689,7 @@ def evaluate_folders(
     chosen = _choose_targets(reference_tracks, estimate_tracks, names, targets)
     evaluator = _Evaluator(chosen, full, Path(json_dir) if json_dir is not None else None)
     for name in _progress(names, progress, "evaluating"):
-        reference, estimate = reference_tracks[name], estimate_tracks[name]
-        ref_audio, est_audio = _TrackAudio(reference, chosen), _TrackAudio(estimate, chosen)
-        if ref_audio.rate != est_audio.rate:
-            raise AudioError(
-                f"{estimate.path}: estimates at {est_audio.rate} Hz, references ({reference.path}) at {ref_audio.rate} Hz"
-            )
-        scorer = evaluator.start(
-            name, estimate.subset or reference.subset, ref_audio.rate, str(estimate.path), ref_audio.channels,
-            est_audio.channels, list(ref_audio.lengths.values()) + list(est_audio.lengths.values()),
-        )
-        block = _BLOCK_SECONDS * ref_audio.rate
-        # Both sides in lockstep, one block of every target at a time: memory does not grow with the song.
-        for references_block, estimates_block in zip(ref_audio.blocks(block), est_audio.blocks(block)):
-            scorer.push(references_block, estimates_block)
-        scorer.finish()
+        _score_track(evaluator, name, reference_tracks[name], estimate_tracks[name])
     return evaluator.report()
 
 
