@@ -221,3 +221,15 @@ def test_the_plain_types_a_checkpoint_may_hold_load_as_data(tmp_path: Path) -> N
         load_checkpoint(tmp_path / "object.ckpt")
     assert "weights_only" not in str(error.value)
     assert load_checkpoint(tmp_path / "object.ckpt", trust=True)["hparams"].lr == 1e-3
+
+
+def test_an_automix_pretrained_front_end_is_read_as_data(evil: Path, marker: Path) -> None:
+    from musicfx.models.fxnorm_automix import FxNormAutomix
+    from musicfx.tasks.automix import AutomixTask
+
+    tiny = dict(features=16, kernel_size=16, pool_size=16, bottleneck_features=16, skip_features=8,
+                hidden_features=16, blocks=2, repeats=1, lstm_layers=1, se_expansion=2)
+    with pytest.raises(CheckpointError, match=r"pretrained checkpoint .*refused: .*builtins\.exec") as error:
+        AutomixTask(FxNormAutomix(**tiny), sample_rate=16000, pretrained=str(evil))
+    assert "--trust-checkpoint" not in str(error.value)  # a recipe value has no opt-in
+    assert not marker.exists()
