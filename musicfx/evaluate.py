@@ -8,8 +8,10 @@
 Per target, the SDR is museval v4's windowed SDR (1 s windows, computed by
 :func:`musicfx.metrics.museval_sdr`, orders of magnitude faster than museval and equal to ~1e-5 dB),
 median over windows, then median and mean over tracks; uSDR is the Music Demixing challenges' song-level
-SDR, mean over tracks. ``full=True`` also runs museval itself for SIR / ISR / SAR and writes one JSON per
-track in museval's own layout, which the sigsep tools (``museval.EvalStore``, sigsep-mus-board) read.
+SDR, mean over tracks. ``full=True`` also computes museval's SIR / ISR / SAR (its v4 decomposition, equal to
+``museval.evaluate`` to 1e-12 dB, in two passes over the blocks: :mod:`musicfx.metrics.bss_eval`) and writes
+one JSON per track in museval's own layout, which the sigsep tools (``museval.EvalStore``,
+sigsep-mus-board) read. Every track is read in blocks, so memory does not grow with the song.
 Caveat: with the numpy / scipy installed here, museval's SIR / ISR / SAR do not reproduce the scores it
 stored for its own test track (off by several dB); the SDR (ours, in the JSON too) does, to 1e-5 dB.
 
@@ -23,6 +25,8 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import importlib.util
+import itertools
 import json
 import math
 import os
@@ -258,29 +262,6 @@ def _museval_groups(targets: Sequence[str]) -> List[Tuple[List[str], List[str]]]
     return groups + [(["vocals", ACCOMPANIMENT], ["vocals", ACCOMPANIMENT])]
 
 
-def _museval_full(
-    references: torch.Tensor, estimates: torch.Tensor, sample_rate: int
-) -> Dict[str, torch.Tensor]:
-    """museval's own BSS Eval v4 (1 s windows): ``{"SDR"|"SIR"|"ISR"|"SAR": (sources, windows)}``.
-
-    Only SIR / ISR / SAR are used: the SDR of :func:`~musicfx.metrics.museval_sdr` reproduces the scores
-    museval published for its own test track to 1e-5 dB, while the installed museval (numpy 2 / scipy
-    1.17 here) drifts by up to 0.01 dB on it, and its SIR / ISR / SAR by several dB.
-    """
-    try:
-        import museval
-    except ImportError:
-        raise MissingDependencyError("SIR/ISR/SAR (--full) need museval: pip install museval") from None
-    sdr, isr, sir, sar = museval.evaluate(
-        references.permute(0, 2, 1).double().numpy(),
-        estimates.permute(0, 2, 1).double().numpy(),
-        win=int(sample_rate),
-        hop=int(sample_rate),
-    )
-    return {name: torch.as_tensor(values, dtype=torch.float64) for name, values in
-            (("SDR", sdr), ("SIR", sir), ("ISR", isr), ("SAR", sar))}
-
-
 def _museval_version() -> str:
     try:
         from museval.version import _version
@@ -389,10 +370,15 @@ class _Evaluator:
             lengths,
         )
         block = _BLOCK_SECONDS * int(sample_rate)
-        for begin in range(0, scorer.frames, block):
-            scorer.push({t: references[t][:, begin : begin + block] for t in self.targets},
-                        {t: estimates[t][:, begin : begin + block] for t in self.targets})
-        scorer.finish()
+
+        def blocks() -> Iterator[Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]]:
+            for begin in range(0, scorer.frames, block):
+                yield ({t: references[t][:, begin : begin + block] for t in self.targets},
+                       {t: estimates[t][:, begin : begin + block] for t in self.targets})
+
+        for references_block, estimates_block in blocks():
+            scorer.push(references_block, estimates_block)
+        scorer.finish(blocks)
 
     def start(
         self,
@@ -427,7 +413,7 @@ class _Evaluator:
                 UserWarning,
                 stacklevel=2,
             )
-        return _TrackScorer(self, name, subset, sample_rate, frames)
+        return _TrackScorer(self, name, subset, sample_rate, frames, reference_channels[self.targets[0]])
 
     def _finish_track(
         self,
@@ -508,15 +494,20 @@ def _release_freed_memory() -> None:
         trim(0)
 
 
+#: A source of a track's blocks, ``(references, estimates)`` per step, that can be read again.
+Blocks = Callable[[], Iterable[Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]]]
+
+
 class _TrackScorer:
     """One track's metrics, fed in consecutive blocks: memory holds a block, not the song.
 
     The SDR (museval's windows) and uSDR stream exactly (:mod:`musicfx.metrics.streaming`). museval's
-    SIR / ISR / SAR (``full``) do not: its v4 distortion filters are fitted on the whole song, so with
-    ``full`` the blocks are kept and museval runs once on the whole track at :meth:`finish`.
+    SIR / ISR / SAR (``full``) fit distortion filters on the whole song, so they take a second pass over the
+    same blocks (:class:`~musicfx.metrics.bss_eval.StreamingBSSEval`; :meth:`finish` reads them again).
     """
 
-    def __init__(self, evaluator: _Evaluator, name: str, subset: Optional[str], sample_rate: int, frames: int) -> None:
+    def __init__(self, evaluator: _Evaluator, name: str, subset: Optional[str], sample_rate: int, frames: int,
+                 channels: int) -> None:
         from musicfx.metrics.streaming import StreamingMusevalSDR, StreamingUSDR
 
         self.evaluator = evaluator
@@ -531,48 +522,80 @@ class _TrackScorer:
             for group, kept in _museval_groups(targets)
         ]
         self.usdr = StreamingUSDR(len(targets))
-        self.kept: List[Tuple[torch.Tensor, torch.Tensor]] = []  # (references, estimates) blocks for museval
+        self.bss: List[object] = []
+        if evaluator.full:
+            if importlib.util.find_spec("museval") is None:  # its per-window decomposition scores SIR/ISR/SAR
+                raise MissingDependencyError("SIR/ISR/SAR (--full) need museval: pip install museval")
+            from musicfx.metrics.bss_eval import StreamingBSSEval
+
+            self.bss = [StreamingBSSEval(len(group), channels, sample_rate) for _, group, _, _ in self.groups]
+
+    def _stack(self, references: Dict[str, torch.Tensor], estimates: Dict[str, torch.Tensor],
+               done: int) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """``(references, estimates)`` of a block as ``(targets, channels, count)`` float32, cut to the scored
+        length (``done`` samples already seen); ``None`` past it."""
+        targets = self.evaluator.targets
+        count = min([self.frames - done] + [x.shape[-1] for x in references.values()]
+                    + [x.shape[-1] for x in estimates.values()])
+        if count <= 0:
+            return None
+        return (torch.stack([references[t][:, :count] for t in targets]).float(),
+                torch.stack([estimates[t][:, :count] for t in targets]).float())
 
     def push(self, references: Dict[str, torch.Tensor], estimates: Dict[str, torch.Tensor]) -> None:
         """Add the next block: each target's ``(channels, time)``; samples past the scored length are dropped."""
-        targets = self.evaluator.targets
-        count = min([self.frames - self.seen] + [x.shape[-1] for x in references.values()]
-                    + [x.shape[-1] for x in estimates.values()])
-        if count <= 0:
+        stacked = self._stack(references, estimates, self.seen)
+        if stacked is None:
             return
-        ref = torch.stack([references[t][:, :count] for t in targets]).float()
-        est = torch.stack([estimates[t][:, :count] for t in targets]).float()
-        for index, _, _, sdr in self.groups:
+        ref, est = stacked
+        for (index, _, _, sdr), bss in itertools.zip_longest(self.groups, self.bss):
             sdr.push(est[index], ref[index])
+            if bss is not None:
+                bss.push(est[index], ref[index])
         self.usdr.push(est, ref)
-        if self.evaluator.full:
-            self.kept.append((ref, est))
-        self.seen += count
-        del ref, est
+        self.seen += ref.shape[-1]
+        del ref, est, stacked
         _release_freed_memory()
 
-    def finish(self) -> None:
-        """Score what was pushed and add it to the evaluator's report."""
+    def finish(self, again: Optional[Blocks] = None) -> None:
+        """Score what was pushed and add it to the evaluator's report.
+
+        Args:
+            again: the same blocks once more, for the second pass of ``full`` (unused without it).
+        """
         targets = self.evaluator.targets
         if self.seen == 0:
             raise AudioError(f"{self.name}: no audio to score")
+        extra: List[Dict[str, torch.Tensor]] = [{} for _ in self.groups]
+        if self.bss:
+            if again is None:
+                raise ValueError("full scoring reads the blocks twice: pass them again to finish()")
+            for bss in self.bss:
+                bss.fit()
+            done = 0
+            for references, estimates in again():
+                stacked = self._stack(references, estimates, done)
+                if stacked is None:
+                    break
+                ref, est = stacked
+                for (index, _, _, _), bss in zip(self.groups, self.bss):
+                    bss.score(est[index], ref[index])
+                done += ref.shape[-1]
+                del ref, est, stacked
+                _release_freed_memory()
+            extra = [bss.result() for bss in self.bss]
         # Framewise scores per metric, in target order (SIR/ISR/SAR only with ``full``).
         metrics: Dict[str, List[Optional[torch.Tensor]]] = {
             m: [None] * len(targets) for m in ("SDR",) + _EXTRA_METRICS
         }
-        if self.kept:
-            ref = torch.cat([r for r, _ in self.kept], dim=-1)
-            est = torch.cat([e for _, e in self.kept], dim=-1)
-            self.kept = []
         order: List[str] = []
-        for index, group, kept, sdr in self.groups:
+        for (index, group, kept, sdr), group_extra in zip(self.groups, extra):
             framewise = sdr.result()
-            extra = _museval_full(ref[index], est[index], self.sample_rate) if self.evaluator.full else {}
             for target in kept:
                 i, j = targets.index(target), group.index(target)
                 metrics["SDR"][i] = framewise[j]
                 for metric in _EXTRA_METRICS if self.evaluator.full else ():
-                    metrics[metric][i] = extra[metric][j]
+                    metrics[metric][i] = group_extra[metric][j]
                 order.append(target)
         self.evaluator._finish_track(self.name, self.subset, order, metrics, self.usdr.result())
 
@@ -639,7 +662,9 @@ def _score_track(evaluator: "_Evaluator", name: str, reference: _Track, estimate
     block = _BLOCK_SECONDS * ref_audio.rate
     for references_block, estimates_block in zip(ref_audio.blocks(block), est_audio.blocks(block)):
         scorer.push(references_block, estimates_block)
-    scorer.finish()
+    # --full reads the track a second time (museval's filters need the whole song first).
+    scorer.finish(lambda: zip(_TrackAudio(reference, evaluator.targets).blocks(block),
+                              _TrackAudio(estimate, evaluator.targets).blocks(block)))
 
 
 def evaluate_folders(

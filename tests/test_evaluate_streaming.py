@@ -133,3 +133,59 @@ def test_memory_does_not_grow_with_the_song(tmp_path: Path) -> None:
     peak_short, peak_long = _peak_rss_mb(short), _peak_rss_mb(long_)
     # Scoring the whole arrays at once (before streaming) needed ~3 MiB more per second of this song.
     assert peak_long <= 1.2 * peak_short, (peak_short, peak_long)
+
+
+@pytest.mark.parametrize("seconds,hop", [(3.3, 1.0), (0.6, 1.0), (2.5, 0.5)])
+def test_streaming_bss_eval_equals_museval(seconds: float, hop: float) -> None:
+    museval = pytest.importorskip("museval")
+    from musicfx.metrics.bss_eval import StreamingBSSEval
+
+    rate, rng = 2000, np.random.default_rng(4)
+    frames = int(seconds * rate)
+    t = np.arange(frames) / rate
+    refs = np.stack([np.stack([np.sin(2 * np.pi * f * t), np.sin(3 * np.pi * f * t)], 1)
+                     + 0.1 * rng.standard_normal((frames, 2)) for f in (110, 330)])
+    ests = refs + 0.2 * refs[::-1] + 0.05 * rng.standard_normal(refs.shape)
+    if seconds > 3:
+        refs[0, rate : int(1.5 * rate)] = 0  # a silent window: NaN for both sources
+    whole = dict(zip(("SDR", "ISR", "SIR", "SAR"), museval.evaluate(refs, ests, win=rate, hop=int(hop * rate))))
+    references = torch.from_numpy(refs.transpose(0, 2, 1).copy())
+    estimates = torch.from_numpy(ests.transpose(0, 2, 1).copy())
+    bss = StreamingBSSEval(2, 2, rate, 1.0, hop, filters_len=64)
+    with pytest.raises(RuntimeError, match="fit"):
+        bss.score(estimates, references)
+    cuts = sorted({min(c, frames) for c in (0, 700, 701, 2900, frames)})
+    blocks = [(estimates[..., a:b], references[..., a:b]) for a, b in zip(cuts, cuts[1:])]
+    for block in blocks:  # first pass: the correlations
+        bss.push(*block)
+    bss.fit()
+    for block in blocks:  # second pass: the windows
+        bss.score(*block)
+    streamed = bss.result()
+    # museval's filters are 512 taps; ours 64 here (cheaper): compare with museval run the same way.
+    from museval import metrics
+
+    sdr, isr, sir, sar, _ = metrics.bss_eval(refs, ests, window=rate, hop=int(hop * rate), filters_len=64)
+    for name, value in zip(("SDR", "ISR", "SIR", "SAR"), (sdr, isr, sir, sar)):
+        got = streamed[name].numpy()
+        assert got.shape == value.shape and np.array_equal(np.isnan(got), np.isnan(value)), name
+        np.testing.assert_allclose(got, value, atol=1e-6, rtol=0, err_msg=name)
+    np.testing.assert_allclose(whole["SDR"], sdr, atol=1e-6)  # museval.evaluate is bss_eval v4
+
+
+def test_full_scores_equal_museval_on_the_whole_track(tmp_path: Path, monkeypatch) -> None:
+    museval = pytest.importorskip("museval")
+    rate = 2000
+    refs = _write_song(tmp_path, rate, 3.4, channels=1)
+    monkeypatch.setattr(evaluate_module, "_BLOCK_SECONDS", 1)
+    report = evaluate_folders(tmp_path / "references", tmp_path / "estimates", targets=["drums", "bass"],
+                              full=True, progress=False)
+    ests = {t: sf.read(tmp_path / "estimates" / "song" / f"{t}.wav", dtype="float32", always_2d=True)[0]
+            for t in ("drums", "bass")}
+    reference = np.stack([refs["drums"], refs["bass"]]).astype(np.float64)
+    estimate = np.stack([ests["drums"], ests["bass"]]).astype(np.float64)
+    _, isr, sir, sar = museval.evaluate(reference, estimate, win=rate, hop=rate)
+    for j, target in enumerate(("drums", "bass")):
+        for name, values in (("ISR", isr), ("SIR", sir), ("SAR", sar)):
+            expected = float(nanmedian(torch.from_numpy(values[j])))
+            assert abs(report.tracks["song"][target][name] - expected) < 1e-6, (target, name)
