@@ -8,7 +8,7 @@ targets are scored) in its own process and reports its peak RSS (``VmHWM``). ``-
 another checkout (e.g. the main branch before streaming) on the same files, side by side.
 
 Run: ``python benchmarks/bench_evaluate_memory.py [--minutes 5 20] [--baseline /path/to/other/checkout]
-[--baseline-max-minutes 5]``.
+[--baseline-max-minutes 5] [--full]``.
 """
 from __future__ import annotations
 
@@ -76,13 +76,14 @@ def write_song(root: Path, minutes: float, seed: int = 0, block_seconds: int = 3
     return root
 
 
-def peak_rss_mb(code_root: Path, root: Path) -> float:
+def peak_rss_mb(code_root: Path, root: Path, full: bool = False) -> float:
     """Peak RSS in MiB of ``musicfx evaluate`` on ``root``'s song, importing musicfx from ``code_root``.
 
     Raises:
         RuntimeError: the command failed (its output is included).
     """
     args = ["evaluate", "--references", str(root / "references"), "--estimates", str(root / "estimates"), "-q"]
+    args += ["--full"] if full else []
     env = dict(os.environ, PYTHONPATH=str(code_root))
     result = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, check=False,
                             env=env, cwd=str(root))  # cwd: not a checkout, so PYTHONPATH picks the code
@@ -92,13 +93,14 @@ def peak_rss_mb(code_root: Path, root: Path) -> float:
     return int(lines[-1].split()[1]) / 1024.0
 
 
-def run(minutes: Sequence[float], baseline: Optional[Path], baseline_max: float, folder: Path) -> List[Dict]:
+def run(minutes: Sequence[float], baseline: Optional[Path], baseline_max: float, folder: Path,
+        full: bool = False) -> List[Dict]:
     rows = []
     for length in minutes:
         root = write_song(folder / f"song-{length:g}min", length)
-        row = {"minutes": length, "this": peak_rss_mb(REPO, root), "baseline": None}
+        row = {"minutes": length, "this": peak_rss_mb(REPO, root, full), "baseline": None}
         if baseline is not None and length <= baseline_max:
-            row["baseline"] = peak_rss_mb(baseline, root)
+            row["baseline"] = peak_rss_mb(baseline, root, full)
         print(f"  {length:g} min: {row['this']:.0f} MiB" + (f", baseline {row['baseline']:.0f} MiB"
                                                            if row["baseline"] is not None else ""), flush=True)
         rows.append(row)
@@ -113,12 +115,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--baseline", type=Path, help="another checkout to run on the same songs (its root)")
     parser.add_argument("--baseline-max-minutes", type=float, default=5.0,
                         help="run the baseline only up to this length (it may need ~1 GB per minute of song)")
+    parser.add_argument("--full", action="store_true", help="score SIR/ISR/SAR too (museval: ~2 s per second)")
     parser.add_argument("--workdir", type=Path, help="where to write the songs (default: a temporary folder)")
     args = parser.parse_args(argv)
     print(machine_line(machine_info()), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.workdir or Path(tmp)
-        rows = run(args.minutes, args.baseline, args.baseline_max_minutes, folder)
+        rows = run(args.minutes, args.baseline, args.baseline_max_minutes, folder, args.full)
     headers = ["song", "peak RSS (this checkout)", "peak RSS (baseline)", "baseline / this"]
     table = [[f"{row['minutes']:g} min", f"{row['this']:.0f} MiB",
               "-" if row["baseline"] is None else f"{row['baseline']:.0f} MiB",
