@@ -36,13 +36,14 @@ def _run_lightning(argv: Optional[List[str]]) -> int:
     """Run LightningCLI on ``argv`` (``None``: on ``sys.argv``, which DDP launchers re-execute)."""
     import lightning.pytorch as pl
     import torch
-    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+    from lightning.pytorch.cli import LightningArgumentParser
 
     from musicfx.checkpoint import safe_globals, secure_lightning_config
     from musicfx.tasks.base import Task
+    from musicfx.tasks.rundir import RecipeCLI
 
-    class _SafeCLI(LightningCLI):
-        """LightningCLI that reads ``--ckpt_path`` as data only (see musicfx.checkpoint)."""
+    class _SafeCLI(RecipeCLI):
+        """The recipe CLI, reading ``--ckpt_path`` as data only (see musicfx.checkpoint)."""
 
         def parse_arguments(self, parser: LightningArgumentParser, args: object) -> None:
             super().parse_arguments(parser, args)
