@@ -36,20 +36,31 @@ ERROR_STATUS = 1
 def _run_lightning(argv: Optional[List[str]]) -> int:
     """Run LightningCLI on ``argv`` (``None``: on ``sys.argv``, which DDP launchers re-execute)."""
     import lightning.pytorch as pl
+    import torch
+    from lightning.pytorch.cli import LightningArgumentParser
 
-    from musicfx.tasks.rundir import RecipeCLI
+    from musicfx.checkpoint import safe_globals, secure_lightning_config
     from musicfx.tasks.base import Task
+    from musicfx.tasks.rundir import RecipeCLI
 
-    RecipeCLI(
-        Task,
-        pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=argv,
-        auto_configure_optimizers=False,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"description": "Train or evaluate a musicfx task from a recipe."},
-    )
+    class _SafeCLI(RecipeCLI):
+        """The recipe CLI, reading ``--ckpt_path`` as data only (see musicfx.checkpoint)."""
+
+        def parse_arguments(self, parser: LightningArgumentParser, args: object) -> None:
+            super().parse_arguments(parser, args)
+            secure_lightning_config(self.config)
+
+    with torch.serialization.safe_globals(safe_globals()):
+        _SafeCLI(
+            Task,
+            pl.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=argv,
+            auto_configure_optimizers=False,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"description": "Train or evaluate a musicfx task from a recipe."},
+        )
     return 0
 
 

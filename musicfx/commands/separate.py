@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
                 raise AudioError(f"{path}: .stem.mp4 holds mono or stereo streams, not {info.channels} channels")
     device = common.resolve_device(args.device)
     task = (_load_msst_task(args.ckpt, args.config, device) if args.config
-            else common.load_task(args.ckpt, device, "separate"))
+            else common.load_task(args.ckpt, device, "separate", args.trust_checkpoint))
     sources = list(task.sources)
     plan = output_plan(inputs, output, sources, args.stem_mp4, args.overwrite)
     options = dict(common.engine_options(args), device=device)

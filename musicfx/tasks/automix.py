@@ -86,17 +86,14 @@ class AutomixTask(Task):
             model.freeze_front_back(True)
 
     def _load_front_back(self, path: str) -> None:
-        import pickle
-
-        from musicfx.errors import MusicfxError
+        from musicfx.checkpoint import load_checkpoint
+        from musicfx.errors import CheckpointError, MusicfxError
 
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-        except (OSError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
-            # A wrong path or a file that is no checkpoint (UnpicklingError) is the user's to fix: one line.
-            raise MusicfxError(
-                f"{path}: cannot read the pretrained checkpoint ({type(error).__name__}: {error})"
-            ) from None
+            # Only weights are taken from it: read as data, with no opt-in (a recipe value is no place for one).
+            state = load_checkpoint(path, hint=None)["state_dict"]
+        except CheckpointError as error:
+            raise CheckpointError(f"pretrained checkpoint {error}") from None
         # Only the front and back end (one tied module) carry over, as in the reference's two-stage training.
         weights = {key[len("model."):]: value for key, value in state.items() if key.startswith("model.front_end.")}
         own = self.model.state_dict()

@@ -5,7 +5,7 @@ of Lightning; the task owns loss, metrics, optimizer and logging.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import lightning.pytorch as pl
 import torch
@@ -88,6 +88,35 @@ class Task(pl.LightningModule):
         self.channels: int = declared(model, "channels", channels, self.default_channels)
         record_hparam(self, "sample_rate", self.sample_rate)
         record_hparam(self, "channels", self.channels)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "Task":
+        """Build a task from a recipe's ``model:`` section, as ``musicfx fit`` does.
+
+        Its checkpoints then store that recipe (``class_path`` / ``init_args``) rather than pickled
+        modules, so :func:`musicfx.load` rebuilds them as data (a task built from module objects pickles
+        them, and loading that needs ``trust=True``).
+
+        Args:
+            config: ``{"class_path": ..., "init_args": {...}}``, or this class's ``init_args`` alone; the
+                model and loss are nested ``{"class_path": ..., "init_args": {...}}`` dicts.
+
+        Returns:
+            The task, of the class ``class_path`` names (``cls`` without one).
+        """
+        from lightning.pytorch.cli import instantiate_module
+        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context
+
+        config = dict(config)
+        class_path = config.pop("class_path", f"{cls.__module__}.{cls.__qualname__}")
+        init_args = dict(config.pop("init_args", config))
+        hparams = {"_class_path": class_path, **init_args}
+        # The same context LightningCLI sets: save_hyperparameters stores the recipe, not the built modules.
+        with _given_hyperparameters_context(hparams=hparams, instantiator="lightning.pytorch.cli.instantiate_module"):
+            task = instantiate_module(cls, hparams)
+        if not isinstance(task, Task):
+            raise ConfigError(f"{class_path} is not a musicfx task")
+        return task
 
     #: The entry of a dict batch that holds the model's input in :meth:`predict_step` ("noisy", "mix", ...).
     predict_key = ""
