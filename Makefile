@@ -9,10 +9,11 @@ install:
 	$(PYTHON) -m pip install -e ".[dev]"
 
 quickstart: install
-	$(PYTHON) -m musicfx.cli fit -c recipes/quickstart.yaml
+	$(PYTHON) -m musicfx.cli fit -c recipes/quickstart.yaml --trainer.default_root_dir $(RUN)
 	$(PYTHON) -m musicfx.cli denoise musicfx/assets/demo_noisy.flac -o $(OUT)/demo_denoised.wav \
 		--ckpt $(RUN)/checkpoints/last.ckpt --spectrogram --overwrite
 	@echo "Wrote $(OUT)/demo_denoised.wav and $(OUT)/demo_denoised.png"
+	$(PYTHON) tools/demo_improvement.py $(OUT)/demo_denoised.wav
 
 test: install
 	$(PYTHON) -m pytest -q
@@ -30,10 +31,11 @@ bench:
 	$(PYTHON) benchmarks/bench_automix.py --parts console,normalize
 	$(PYTHON) benchmarks/bench_debleed.py --parts synthesis kamir
 
-# The peer libraries (Open-Unmix, Demucs) live in their own venv, never in the package's environment.
+# The peer libraries (Open-Unmix, Demucs, bs-roformer) live in their own venv, never in the package's environment.
 bench-peers:
 	bash benchmarks/peers.sh
 	.venv-peers/bin/python benchmarks/bench_separation_data.py --threads 1
+	.venv-peers/bin/python benchmarks/bench_parity.py --threads 1
 
 demo-asset:
 	$(PYTHON) tools/make_demo_asset.py

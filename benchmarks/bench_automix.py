@@ -39,6 +39,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 import common
+from musicfx.checkpoint import load_checkpoint
 from musicfx.errors import MusicfxError
 
 SISEC = "sisec2011-nz-tour"
@@ -216,7 +217,7 @@ def train_models(workdir: Path, sample_rate: int, segment: float, batch: int, bu
         wall = time.perf_counter() - start
         run_folder = folder / common.load_recipe(common.RECIPES / recipe)["trainer"]["default_root_dir"]
         checkpoint = run_folder / "checkpoints" / "last.ckpt"
-        payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        payload = load_checkpoint(checkpoint)
         parameters = sum(v.numel() for k, v in payload["state_dict"].items() if k.startswith("model."))
         runs[label] = {"checkpoint": str(checkpoint), "steps": int(payload["global_step"]), "wall_s": wall,
                        "last_loss": _last_logged_loss(run_folder), "parameters": parameters}

@@ -34,6 +34,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from common import default_shared_data, fmt, machine_info, machine_line, markdown_table, require_folder
+from musicfx.checkpoint import load_checkpoint
 from musicfx.errors import MusicfxError
 
 #: The noise conditions: real kitchen noise first, then the procedural categories.
@@ -219,8 +220,8 @@ def checkpoint_format(checkpoint: str) -> Tuple[int, int]:
     _, path = _checkpoint_arg(checkpoint)
     if not path.is_file():
         raise MusicfxError(f"{path}: no such checkpoint")
+    payload = load_checkpoint(path, mmap=True)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
         meta = payload.get("musicfx") or payload.get("hyper_parameters", {})
         return int(meta["sample_rate"]), int(meta["channels"])
     except Exception as error:

@@ -9,8 +9,6 @@ from typing import Dict, Optional, Union
 
 import torch
 
-from musicfx.errors import MusicfxError
-
 PathLike = Union[str, os.PathLike]
 
 
@@ -21,45 +19,44 @@ def resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
     return torch.device(device)
 
 
-def load(checkpoint: PathLike, device: Optional[Union[str, torch.device]] = "cpu"):
+def load(checkpoint: PathLike, device: Optional[Union[str, torch.device]] = "cpu", trust: bool = False):
     """Load a trained task from a Lightning checkpoint, in eval mode, ready to run.
 
     Args:
         checkpoint: a ``.ckpt`` written by ``musicfx fit`` (or any Trainer running a musicfx task).
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when available) or a ``torch.device``.
+        trust: also load a checkpoint that needs more than plain data (pickled Python objects, classes
+            outside musicfx and torch), which can run code: only for files you trust (see
+            :func:`musicfx.checkpoint.load_checkpoint`).
 
     Returns:
         The task (a ``LightningModule``): call it on ``(batch, channels, time)`` audio, or use its
         task-specific method, e.g. ``task.denoise(audio, sample_rate)``.
 
-    Checkpoints are unpickled, so load only files you trust, as with any PyTorch checkpoint.
+    Raises:
+        CheckpointError: a missing or unreadable file, or (without ``trust``) one that is not plain data.
     """
+    from musicfx.checkpoint import load_checkpoint, safe_globals
     from musicfx.tasks.base import Task
 
     path = Path(checkpoint)
-    if not path.is_file():
-        raise MusicfxError(f"{path}: no such checkpoint")
     device = resolve_device(device)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise MusicfxError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
-    if not isinstance(payload, dict) or "state_dict" not in payload:
-        raise MusicfxError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    # Read as data first (tensors memory-mapped): refuses a file that would run code before Lightning sees it.
+    payload = load_checkpoint(path, trust=trust, mmap=True)
     task_name = payload.get("musicfx", {}).get("task") or payload.get("hyper_parameters", {}).get("_class_path")
     cls = Task
     if task_name:
         module_name, _, class_name = task_name.rpartition(".")
         cls = getattr(importlib.import_module(module_name), class_name)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.serialization.safe_globals(safe_globals()):
         # Rebuilding from the stored recipe re-runs save_hyperparameters on module objects; harmless.
         warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
-        task = cls.load_from_checkpoint(path, map_location=device, weights_only=False)
+        task = cls.load_from_checkpoint(path, map_location=device, weights_only=not trust)
     return task.eval().to(device)
 
 
-def _task(model: Union[PathLike, torch.nn.Module]) -> torch.nn.Module:
-    return load(model) if isinstance(model, (str, os.PathLike)) else model
+def _task(model: Union[PathLike, torch.nn.Module], trust: bool = False) -> torch.nn.Module:
+    return load(model, trust=trust) if isinstance(model, (str, os.PathLike)) else model
 
 
 def denoise(
@@ -70,6 +67,7 @@ def denoise(
     segment: float = 10.0,
     overlap: float = 0.25,
     shifts: int = 0,
+    trust: bool = False,
 ) -> torch.Tensor:
     """Denoise a recording with a trained model or the classical spectral gate.
 
@@ -80,6 +78,7 @@ def denoise(
         method: ``"model"`` or ``"spectral-gate"``.
         segment, overlap: chunking in seconds / fraction (see :func:`musicfx.inference.apply_model`).
         shifts: test-time shift augmentation (the model averaged over this many random shifts; 0: none).
+        trust: load a checkpoint path that needs more than plain data (see :func:`load`).
 
     Returns:
         Denoised audio, same shape and rate as ``audio``.
@@ -92,7 +91,7 @@ def denoise(
         raise ValueError(f"method must be 'model' or 'spectral-gate', got {method!r}")
     if model is None:
         raise ValueError("pass model= (a checkpoint path or a loaded task), or method='spectral-gate'")
-    return _task(model).denoise(audio, sample_rate, segment=segment, overlap=overlap, shifts=shifts)
+    return _task(model, trust).denoise(audio, sample_rate, segment=segment, overlap=overlap, shifts=shifts)
 
 
 def separate(
@@ -102,6 +101,7 @@ def separate(
     segment: float = 10.0,
     overlap: float = 0.25,
     shifts: int = 0,
+    trust: bool = False,
 ) -> Dict[str, torch.Tensor]:
     """Separate a recording into stems with a trained separation model.
 
@@ -111,8 +111,9 @@ def separate(
         model: a checkpoint path or a loaded separation task.
         segment, overlap: chunking in seconds / fraction (see :func:`musicfx.inference.apply_model`).
         shifts: test-time shift augmentation (the model averaged over this many random shifts; 0: none).
+        trust: load a checkpoint path that needs more than plain data (see :func:`load`).
 
     Returns:
         ``{source: audio}``, each shaped and sampled like ``audio``.
     """
-    return _task(model).separate(audio, sample_rate, segment=segment, overlap=overlap, shifts=shifts)
+    return _task(model, trust).separate(audio, sample_rate, segment=segment, overlap=overlap, shifts=shifts)

@@ -37,21 +37,31 @@ ERROR_STATUS = 1
 def _run_lightning(argv: Optional[List[str]]) -> int:
     """Run LightningCLI on ``argv`` (``None``: on ``sys.argv``, which DDP launchers re-execute)."""
     import lightning.pytorch as pl
-    from lightning.pytorch.cli import LightningCLI
+    import torch
+    from lightning.pytorch.cli import LightningArgumentParser
 
+    from musicfx.checkpoint import safe_globals, secure_lightning_config
     from musicfx.tasks.base import Task
+    from musicfx.tasks.rundir import RecipeCLI
 
-    _check_ckpt_path(sys.argv[1:] if argv is None else argv)
-    LightningCLI(
-        Task,
-        pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=argv,
-        auto_configure_optimizers=False,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"description": "Train or evaluate a musicfx task from a recipe."},
-    )
+    class _SafeCLI(RecipeCLI):
+        """The recipe CLI, reading ``--ckpt_path`` as data only (see musicfx.checkpoint)."""
+
+        def parse_arguments(self, parser: LightningArgumentParser, args: object) -> None:
+            super().parse_arguments(parser, args)
+            secure_lightning_config(self.config)
+
+    with torch.serialization.safe_globals(safe_globals()):
+        _SafeCLI(
+            Task,
+            pl.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=argv,
+            auto_configure_optimizers=False,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"description": "Train or evaluate a musicfx task from a recipe."},
+        )
     return 0
 
 
@@ -109,6 +119,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] in LIGHTNING_COMMANDS:
+            _check_ckpt_path(argv)
             return _run_lightning(None if argv == sys.argv[1:] else argv)
         parser = _build_parser()
         args = parser.parse_args(argv)

@@ -24,3 +24,7 @@ class MissingDependencyError(MusicfxError):
 
 class ConfigError(MusicfxError):
     """A recipe whose parts disagree (e.g. the model's and the data's sample rates)."""
+
+
+class CheckpointError(MusicfxError):
+    """A checkpoint that is missing, unreadable, of the wrong kind, or that would run code when loaded."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -22,13 +21,12 @@ import common  # noqa: E402
 @pytest.fixture(scope="module")
 def tiny_stereo_checkpoint(tmp_path_factory) -> Path:
     """An untrained tiny stereo 16 kHz MusicECAN: exercises resampling and channel mapping, not quality."""
-    from musicfx.models import MusicECAN
     from musicfx.tasks.denoise import DenoiseTask
 
-    model = MusicECAN(channels=2, n_fft=256, hop_length=64, widths=(4, 8), filter_widths=(4, 8))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
-        task = DenoiseTask(model, sample_rate=16000, channels=2)
+    # Built from its recipe, the checkpoint stores the recipe and musicfx.load reads it as data.
+    model = {"class_path": "musicfx.models.MusicECAN",
+             "init_args": {"channels": 2, "n_fft": 256, "hop_length": 64, "widths": [4, 8], "filter_widths": [4, 8]}}
+    task = DenoiseTask.from_config({"model": model, "sample_rate": 16000, "channels": 2})
     return common.save_untrained_checkpoint(task, tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
 
 

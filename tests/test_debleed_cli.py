@@ -123,7 +123,7 @@ class _Task:
 def loads(monkeypatch) -> List[tuple]:
     calls: List[tuple] = []
 
-    def fake_load(checkpoint, device="cpu"):
+    def fake_load(checkpoint, device="cpu", trust=False):
         calls.append((checkpoint, device))
         return _Task()
 
@@ -230,7 +230,7 @@ def test_errors_print_one_line_and_write_nothing(problem: str, loads, tmp_path: 
         args = [str(tracks / "bass.wav"), str(tmp_path / "more" / "bass.wav"), "-o", str(out), "--method", "kamir"]
         needles = ["bass.wav", "rename"]
     elif problem == "not_debleed":
-        monkeypatch.setattr(musicfx.api, "load", lambda checkpoint, device="cpu": object())
+        monkeypatch.setattr(musicfx.api, "load", lambda checkpoint, device="cpu", trust=False: object())
         needles = ["m.ckpt", "not a debleed checkpoint"]
     elif problem == "overlap":
         args += ["--overlap", "0.8"]

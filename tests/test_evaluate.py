@@ -260,7 +260,7 @@ class _FakeTask:
 def test_cli_evaluate_musdb_with_a_checkpoint(musdb_hq: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     import musicfx.api
 
-    monkeypatch.setattr(musicfx.api, "load", lambda checkpoint, device="cpu": _FakeTask())
+    monkeypatch.setattr(musicfx.api, "load", lambda checkpoint, device="cpu", trust=False: _FakeTask())
     code, out, err = _cli(capsys, monkeypatch, "--musdb", str(musdb_hq), "--ckpt", "fake.ckpt", "--segment", "1",
                           "--device", "cpu", "--estimates-out", str(tmp_path / "est"),
                           "--json", str(tmp_path / "s.json"), "-q")

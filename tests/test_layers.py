@@ -66,8 +66,8 @@ RNG_EXTERNAL = frozenset({"torch", "numpy"})
 
 #: Parts whose function-level imports of musicfx modules are each explained by a ``#`` comment on the line
 #: before (only to keep ``import musicfx`` light). Extend this set as the other parts are cleaned up.
-COMMENTED_LAZY_IMPORTS = frozenset({"rng", "errors", "audio", "synth", "fxnorm", "models", "losses", "metrics",
-                                    "baselines"})
+COMMENTED_LAZY_IMPORTS = frozenset({"rng", "errors", "audio", "data", "synth", "fxnorm", "models", "losses",
+                                    "metrics", "baselines"})
 
 
 class Import(NamedTuple):
@@ -207,12 +207,8 @@ def test_every_import_points_down():
     assert not problems, "imports against the layers:\n" + "\n".join(problems)
 
 
-#: Cycles being removed in another branch (data.sources' lazy import of data.sampling); empty once merged.
-KNOWN_CYCLES = [["musicfx.data.sampling", "musicfx.data.sources"]]
-
-
 def test_no_import_cycles():
-    cycles = [cycle for cycle in import_cycles(PACKAGE) if cycle not in KNOWN_CYCLES]
+    cycles = import_cycles(PACKAGE)
     assert not cycles, "import cycles (function-level imports count):\n" + "\n".join(" <-> ".join(c) for c in cycles)
 
 

@@ -253,7 +253,7 @@ PROBLEMS = ["no_stems", "no_folder", "exists", "params_exists", "no_ckpt", "ckpt
 
 @pytest.mark.parametrize("problem", PROBLEMS)
 def test_errors_write_nothing(problem: str, tmp_path: Path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr(musicfx.api, "load", lambda checkpoint, device="cpu": _Task())
+    monkeypatch.setattr(musicfx.api, "load", lambda checkpoint, device="cpu", trust=False: _Task())
     stems = {name: 0.1 * torch.ones(2, 4410) for name in STEMS}
     folder = _write(tmp_path / "song", stems)
     out = tmp_path / "mix.wav"
@@ -271,7 +271,7 @@ def test_errors_write_nothing(problem: str, tmp_path: Path, capsys, monkeypatch)
         out.write_bytes(b"old")
         needles = ["mix.wav", "--overwrite"]
     elif problem == "params_exists":
-        monkeypatch.setattr(musicfx.api, "load", lambda checkpoint, device="cpu": _console_task())
+        monkeypatch.setattr(musicfx.api, "load", lambda checkpoint, device="cpu", trust=False: _console_task())
         (tmp_path / "p.json").write_text("{}")
         args += ["--params", str(tmp_path / "p.json")]
         needles = ["p.json", "--overwrite"]
@@ -288,10 +288,10 @@ def test_errors_write_nothing(problem: str, tmp_path: Path, capsys, monkeypatch)
         args += ["--params", str(tmp_path / "p.json")]
         needles = ["m.ckpt", "MixingConsole", "_Model"]
     elif problem == "not_automix":
-        monkeypatch.setattr(musicfx.api, "load", lambda checkpoint, device="cpu": object())
+        monkeypatch.setattr(musicfx.api, "load", lambda checkpoint, device="cpu", trust=False: object())
         needles = ["m.ckpt", "not an automix checkpoint"]
     elif problem == "pretrain":
-        monkeypatch.setattr(musicfx.api, "load", lambda checkpoint, device="cpu": _Task(mode="pretrain"))
+        monkeypatch.setattr(musicfx.api, "load", lambda checkpoint, device="cpu", trust=False: _Task(mode="pretrain"))
         needles = ["m.ckpt", "pretrain"]
     elif problem == "duplicate":
         sf.write(folder / "Vocals.flac", np.zeros((100, 2)), SR)
@@ -332,7 +332,7 @@ def test_warns_when_the_model_was_trained_on_normalized_stems(tmp_path, capsys, 
     # The checkpoint records its data module's arguments; one trained on normalized stems wants --normalize.
     checkpoint = tmp_path / "model.ckpt"
     torch.save({"state_dict": {}, "datamodule_hyper_parameters": {"normalized_root": "/data/musdb-fxnorm"}}, checkpoint)
-    monkeypatch.setattr(musicfx.api, "load", lambda path, device="cpu": _Task())
+    monkeypatch.setattr(musicfx.api, "load", lambda path, device="cpu", trust=False: _Task())
     folder = _write(tmp_path / "song", {name: 0.1 * torch.ones(2, 4410) for name in STEMS})
     code, _, err = _run(capsys, str(folder), "-o", str(tmp_path / "mix.wav"), "--ckpt", str(checkpoint), "-q")
     assert code == 0, err

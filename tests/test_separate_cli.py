@@ -37,7 +37,7 @@ def loads(monkeypatch) -> List[tuple]:
     """Register the command and make ``load`` return the stand-in; returns the calls it got."""
     calls: List[tuple] = []
 
-    def fake_load(checkpoint, device="cpu"):
+    def fake_load(checkpoint, device="cpu", trust=False):
         calls.append((checkpoint, device))
         return _Task()
 
@@ -138,7 +138,7 @@ def test_errors_write_nothing(problem: str, loads, tmp_path: Path, capsys, monke
         out.write_bytes(b"not a folder")
         needles = ["not a folder"]
     elif problem == "not_a_separator":
-        monkeypatch.setattr(musicfx.api, "load", lambda checkpoint, device="cpu": object())
+        monkeypatch.setattr(musicfx.api, "load", lambda checkpoint, device="cpu", trust=False: object())
         needles = ["m.ckpt", "separation"]
     before = _snapshot(tmp_path)
     code, _, err = _run(capsys, *args)

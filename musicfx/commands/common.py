@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from musicfx.audio.stems import MUSDB_STEMS, track_name
+from musicfx.checkpoint import add_trust_argument
 from musicfx.errors import AudioError, MusicfxError
 
 #: Engine defaults: 10 s per model call with a quarter cross-faded.
@@ -35,10 +36,11 @@ __all__ = [
 
 # -------------------------------------------------------------------------------------------- flags
 def add_io_arguments(parser: argparse.ArgumentParser, inputs_help: str, output_help: str, ckpt_help: str) -> None:
-    """The positional inputs, ``-o/--output`` (required) and ``--ckpt``."""
+    """The positional inputs, ``-o/--output`` (required), ``--ckpt`` and ``--trust-checkpoint``."""
     parser.add_argument("inputs", nargs="+", help=inputs_help)
     parser.add_argument("-o", "--output", required=True, help=output_help)
     parser.add_argument("--ckpt", help=ckpt_help)
+    add_trust_argument(parser)
 
 
 def add_engine_arguments(
@@ -288,8 +290,9 @@ _TASK_KINDS = {
 }
 
 
-def load_task(checkpoint: str, device: Any, kind: str) -> Any:
-    """Load a checkpoint's task for the ``kind`` command (``denoise``, ``separate``, ``debleed``, ``mix``).
+def load_task(checkpoint: str, device: Any, kind: str, trust: bool = False) -> Any:
+    """Load a checkpoint's task for the ``kind`` command (``denoise``, ``separate``, ``debleed``, ``mix``);
+    ``trust``: ``--trust-checkpoint`` (see :func:`musicfx.api.load`).
 
     Raises:
         MusicfxError: the file is missing or unreadable, or holds another task (naming the command that
@@ -297,7 +300,7 @@ def load_task(checkpoint: str, device: Any, kind: str) -> Any:
     """
     from musicfx import api
 
-    task = api.load(checkpoint, device=device)
+    task = api.load(checkpoint, device=device, trust=trust)
     needs, what = _TASK_KINDS[kind]
     if not all(getattr(task, name, None) for name in needs):
         runs = [command for command, (attributes, _) in _TASK_KINDS.items()

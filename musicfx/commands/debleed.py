@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         model, model_rate = KAMIR(rate, **settings), None
         segment, overlap = KAMIR_SEGMENT, KAMIR_OVERLAP
     else:
-        task = common.load_task(args.ckpt, device, "debleed")
+        task = common.load_task(args.ckpt, device, "debleed", args.trust_checkpoint)
         inputs = _ordered_for_model(inputs, list(task.tracks), args.ckpt, args.quiet)
         model, model_rate = task.model, task.sample_rate
         segment, overlap = MODEL_SEGMENT, MODEL_OVERLAP

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         # The gate works at each file's own rate and channel count: nothing to resample or remap.
         runs = [(SpectralGate(sample_rate=info.sample_rate), info.sample_rate, info.channels) for info in infos]
     else:
-        task = common.load_task(args.ckpt, device, "denoise")
+        task = common.load_task(args.ckpt, device, "denoise", args.trust_checkpoint)
         runs = [(task.model, task.sample_rate, task.channels)] * len(inputs)
     with common.writing_into(targets[0].parent):
         for path, target, (model, rate, channels) in zip(inputs, targets, runs):

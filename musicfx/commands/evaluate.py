@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 from typing import List
 
+from musicfx.checkpoint import add_trust_argument
 from musicfx.commands import common
 from musicfx.errors import MusicfxError
 
@@ -36,6 +37,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     musdb.add_argument("--musdb", help="MUSDB18 or MUSDB18-HQ root")
     musdb.add_argument("--split", default="test", help="split to evaluate (default: test)")
     musdb.add_argument("--ckpt", help="separation checkpoint written by `musicfx fit`")
+    add_trust_argument(musdb)
     musdb.add_argument("--oracle", choices=("irm", "ibm"), help="score an oracle mask instead of a model")
     musdb.add_argument("--estimates-out", help="also write the estimates here (<split>/<track>/<source>.wav)")
     common.add_engine_arguments(musdb, shifts=True, resample=False)
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             device = None
             if args.ckpt is not None:
                 device = common.resolve_device(args.device)
-                task = common.load_task(args.ckpt, device, "separate")
+                task = common.load_task(args.ckpt, device, "separate", args.trust_checkpoint)
             report = evaluate_model(
                 task, Path(args.musdb), split=args.split, output_dir=args.estimates_out, oracle=args.oracle,
                 segment=args.segment, overlap=args.overlap, batch_size=args.batch_size, device=device,

@@ -31,6 +31,7 @@ from musicfx.automix import (
     CEILING_DB, ParameterAverage, StemFiles, find_stems, load_features, model_mixer, normalize_stem_files,
     stem_file_names, sum_mixer, write_mix,
 )
+from musicfx.checkpoint import add_trust_argument
 from musicfx.commands import common
 from musicfx.errors import MusicfxError
 
@@ -46,6 +47,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="folder holding one audio file per stem (<stem>.wav, ...)")
     parser.add_argument("-o", "--output", required=True, help="mix file to write (.wav, .flac, ...)")
     parser.add_argument("--ckpt", help="automix checkpoint written by `musicfx fit`")
+    add_trust_argument(parser)
     parser.add_argument("--method", choices=("model", "sum"), default="model",
                         help="model (default, needs --ckpt) or sum: the plain sum of the stems (FxNorm's baseline)")
     parser.add_argument("--stems", nargs="+", help="stem names for --method sum (default: vocals drums bass other)")
@@ -106,20 +108,20 @@ def _check_output(args: argparse.Namespace, inputs: Sequence[Path]) -> Tuple[Pat
     return output, params
 
 
-def _trained_on_normalized(checkpoint: str) -> Optional[str]:
+def _trained_on_normalized(checkpoint: str, trust: bool) -> Optional[str]:
     """The ``normalized_root`` a checkpoint's data module was given, if any (its recipe is in the file)."""
-    import torch
+    from musicfx.checkpoint import load_checkpoint
 
     try:
-        payload = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
-    except Exception:  # load() already read it; this is only a hint
+        payload = load_checkpoint(checkpoint, trust=trust, mmap=True)
+    except MusicfxError:  # load() already read it; this is only a hint
         return None
     hparams = payload.get("datamodule_hyper_parameters") or {}
     return hparams.get("normalized_root") if isinstance(hparams, dict) else None
 
 
 def _load_task(args: argparse.Namespace, device: object) -> object:
-    task = common.load_task(args.ckpt, device, "mix")
+    task = common.load_task(args.ckpt, device, "mix", args.trust_checkpoint)
     if getattr(task, "mode", "mix") == "pretrain":
         raise MusicfxError(
             f"{args.ckpt}: a pretraining checkpoint (mode: pretrain) has no trained mixer; train one with "
@@ -156,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         for stem in found.found:
             for name in ("eq", "dynamics", "panning", "loudness"):
                 features.require(stem, name)
-    normalized_root = _trained_on_normalized(args.ckpt) if task is not None and not args.normalize else None
+    normalized_root = _trained_on_normalized(args.ckpt, args.trust_checkpoint) if task is not None and not args.normalize else None
     if normalized_root:
         common.warn(f"{args.ckpt} was trained on effect-normalized stems (data normalized_root {normalized_root}); "
                     "pass --normalize --features FEATURES.npz to mix stems normalized like those")

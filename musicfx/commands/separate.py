@@ -24,6 +24,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     common.add_io_arguments(parser, "audio files or folders", "output folder (one sub-folder per input)",
                             "separation checkpoint written by `musicfx fit`")
+    parser.add_argument("--config", metavar="YAML",
+                        help="with --ckpt: a Music-Source-Separation-Training BS-RoFormer / Mel-Band RoFormer "
+                             "checkpoint and its YAML config (bs-roformer 0.3.x layout)")
     parser.add_argument("--stem-mp4", action="store_true", help="write OUT/<name>.stem.mp4 (needs ffmpeg)")
     common.add_engine_arguments(parser, shifts=True)
     common.add_output_arguments(parser)
@@ -52,6 +55,16 @@ def output_plan(
     return plan
 
 
+def _load_msst_task(ckpt: str, config: str, device: object) -> object:
+    """A separation task around an MSST checkpoint (``--config``), as ``load`` gives for our own checkpoints."""
+    from musicfx.models.msst import load_msst
+    from musicfx.tasks.separate import SeparationTask
+
+    model = load_msst(ckpt, config)
+    task = SeparationTask(model, sources=model.sources, sample_rate=model.sample_rate, channels=model.channels)
+    return task.to(device).eval()
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``musicfx separate``; returns the exit status."""
     from musicfx.audio.io import ffmpeg_available
@@ -73,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
             if info.channels > 2:
                 raise AudioError(f"{path}: .stem.mp4 holds mono or stereo streams, not {info.channels} channels")
     device = common.resolve_device(args.device)
-    task = common.load_task(args.ckpt, device, "separate")
+    task = (_load_msst_task(args.ckpt, args.config, device) if args.config
+            else common.load_task(args.ckpt, device, "separate", args.trust_checkpoint))
     sources = list(task.sources)
     plan = output_plan(inputs, output, sources, args.stem_mp4, args.overwrite)
     options = dict(common.engine_options(args), device=device)

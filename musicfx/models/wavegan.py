@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from musicfx.audio.stems import MUSDB_STEMS
 from musicfx.models.blocks import check_mix
 
 __all__ = ["WaveGANDiscriminator", "WaveGANGenerator", "phase_shuffle"]
@@ -92,7 +93,7 @@ class WaveGANGenerator(nn.Module):
 
     def __init__(
         self,
-        sources: Sequence[str] = ("vocals", "drums", "bass", "other"),
+        sources: Sequence[str] = MUSDB_STEMS,
         channels: int = 2,
         sample_rate: int = 44100,
         widths: Sequence[int] = (32, 64, 128, 256, 512),

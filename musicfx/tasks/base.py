@@ -5,7 +5,7 @@ of Lightning; the task owns loss, metrics, optimizer and logging.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import lightning.pytorch as pl
 import torch
@@ -13,6 +13,36 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from musicfx.errors import ConfigError
+
+
+def declared(model: nn.Module, name: str, given: Any, default: Any) -> Any:
+    """What ``model`` declares as ``name`` (its sources, sample rate, channels), the task's ``given`` value
+    when the model declares nothing, else ``default``.
+
+    Raises:
+        ConfigError: the task was given a value that differs from the model's.
+    """
+    own = getattr(model, name, None)
+    if isinstance(own, (list, tuple)):
+        own, given = tuple(own), tuple(given) if given is not None else None
+    if own is None:
+        return default if given is None else given
+    if given is not None and given != own:
+        raise ConfigError(
+            f"model.init_args.{name} is {list(given) if isinstance(given, tuple) else given} but the network "
+            f"(model.init_args.model) declares {list(own) if isinstance(own, tuple) else own}; "
+            f"leave model.init_args.{name} out, the network's value is used"
+        )
+    return own
+
+
+def record_hparam(owner: Any, name: str, value: Any) -> None:
+    """Record the value ``name`` resolved to in ``owner``'s saved hyperparameters (checkpoint and logger):
+    what the run used, not "unset". Lightning logs a module's and a datamodule's side by side and refuses
+    keys that differ."""
+    for store in (owner.hparams, getattr(owner, "_hparams_initial", None)):
+        if store is not None and name in store:
+            store[name] = value
 
 
 def _default_optimizer(params) -> torch.optim.Optimizer:
@@ -27,9 +57,15 @@ class Task(pl.LightningModule):
         loss: training criterion ``(estimate, target) -> scalar``.
         optimizer: a callable ``params -> Optimizer`` (``class_path``/``init_args`` in a recipe).
         scheduler: optional callable ``optimizer -> LRScheduler``, stepped every optimizer step.
-        sample_rate: the rate the model works at; inference resamples inputs to it.
-        channels: channels the model takes (1 or 2); inference maps files to it.
+        sample_rate: the rate the model works at; inference resamples inputs to it. Default: the model's
+            own ``sample_rate`` (a model declares what it needs, as Demucs models carry ``samplerate``),
+            else 44100; given as well, it must equal the model's.
+        channels: channels the model takes (1 or 2); inference maps files to it. Default: the model's
+            ``channels``, else ``default_channels``.
     """
+
+    #: Channels when neither the task nor the model says.
+    default_channels: int = 1
 
     def __init__(
         self,
@@ -37,8 +73,8 @@ class Task(pl.LightningModule):
         loss: nn.Module,
         optimizer: OptimizerCallable = _default_optimizer,
         scheduler: Optional[LRSchedulerCallable] = None,
-        sample_rate: int = 44100,
-        channels: int = 1,
+        sample_rate: Optional[int] = None,
+        channels: Optional[int] = None,
     ) -> None:
         super().__init__()
         # Under the CLI this stores the recipe's class_path/init_args, so load_from_checkpoint rebuilds the
@@ -48,8 +84,39 @@ class Task(pl.LightningModule):
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.sample_rate = sample_rate
-        self.channels = channels
+        self.sample_rate: int = declared(model, "sample_rate", sample_rate, 44100)
+        self.channels: int = declared(model, "channels", channels, self.default_channels)
+        record_hparam(self, "sample_rate", self.sample_rate)
+        record_hparam(self, "channels", self.channels)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "Task":
+        """Build a task from a recipe's ``model:`` section, as ``musicfx fit`` does.
+
+        Its checkpoints then store that recipe (``class_path`` / ``init_args``) rather than pickled
+        modules, so :func:`musicfx.load` rebuilds them as data (a task built from module objects pickles
+        them, and loading that needs ``trust=True``).
+
+        Args:
+            config: ``{"class_path": ..., "init_args": {...}}``, or this class's ``init_args`` alone; the
+                model and loss are nested ``{"class_path": ..., "init_args": {...}}`` dicts.
+
+        Returns:
+            The task, of the class ``class_path`` names (``cls`` without one).
+        """
+        from lightning.pytorch.cli import instantiate_module
+        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context
+
+        config = dict(config)
+        class_path = config.pop("class_path", f"{cls.__module__}.{cls.__qualname__}")
+        init_args = dict(config.pop("init_args", config))
+        hparams = {"_class_path": class_path, **init_args}
+        # The same context LightningCLI sets: save_hyperparameters stores the recipe, not the built modules.
+        with _given_hyperparameters_context(hparams=hparams, instantiator="lightning.pytorch.cli.instantiate_module"):
+            task = instantiate_module(cls, hparams)
+        if not isinstance(task, Task):
+            raise ConfigError(f"{class_path} is not a musicfx task")
+        return task
 
     #: The entry of a dict batch that holds the model's input in :meth:`predict_step` ("noisy", "mix", ...).
     predict_key = ""

@@ -20,9 +20,9 @@ from torch import nn
 
 from musicfx.audio.stems import MUSDB_STEMS
 from musicfx.errors import ConfigError
-from musicfx.tasks.base import Task, _default_optimizer
+from musicfx.tasks.base import Task, _default_optimizer, declared, record_hparam
 from musicfx.tasks.media import log_examples
-from musicfx.tasks.multitrack import MultitrackData, stems_from_batch
+from musicfx.tasks.multitrack import MultitrackData
 
 
 
@@ -39,7 +39,8 @@ class SeparationTask(Task):
             ``domain = "mask"`` (:class:`~musicfx.losses.separation.MaskBCELoss`) is given the model's
             ``forward_masks(mix)`` and the references' ``model.spectrogram(stems)`` instead.
             Default: L1 on waveforms.
-        sources: target names, in the model's output order; must equal the data's targets.
+        sources: target names, in the model's output order; must equal the data's targets. Default: the
+            model's ``sources`` (a separator declares them), else the four MUSDB18 stems.
         discriminator: when given, adversarial training: ``discriminator(stems (B,S,C,T), mix (B,C,T)) ->
             logits (B,)``; the generator loss is ``loss + adversarial_weight * adversarial +
             consistency_weight * |sum(estimates) - mix|``.
@@ -49,8 +50,12 @@ class SeparationTask(Task):
         gan_clip: gradient-norm clip of both networks in adversarial mode (Lightning's
             ``gradient_clip_val`` does not apply under manual optimization); 0 disables.
         optimizer, scheduler: the separator's (see :class:`~musicfx.tasks.base.Task`).
-        sample_rate, channels: what the model works at.
+        sample_rate, channels: what the model works at; default: what the model declares.
         log_examples: validation examples logged as audio + spectrograms each validation.
+        input_statistics: Open-Unmix's statistics pass: before training, this many training batches (-1: one
+            epoch) give the per-bin mean and standard deviation of the mixture magnitudes, set as the model's
+            input normalisation (``model.set_input_statistics``) and stored in the checkpoint; skipped when
+            resuming. 0 disables it.
     """
 
     predict_key = "mix"
@@ -59,7 +64,7 @@ class SeparationTask(Task):
         self,
         model: nn.Module,
         loss: Optional[nn.Module] = None,
-        sources: Sequence[str] = MUSDB_STEMS,
+        sources: Optional[Sequence[str]] = None,
         discriminator: Optional[nn.Module] = None,
         adversarial: str = "lsgan",
         adversarial_weight: float = 0.01,
@@ -68,22 +73,26 @@ class SeparationTask(Task):
         gan_clip: float = 5.0,
         optimizer: OptimizerCallable = _default_optimizer,
         scheduler: Optional[LRSchedulerCallable] = None,
-        sample_rate: int = 44100,
-        channels: int = 2,
+        sample_rate: Optional[int] = None,
+        channels: Optional[int] = None,
         log_examples: int = 1,
+        input_statistics: int = 0,
     ) -> None:
         if loss is None:
             from musicfx.losses import WaveformLoss
 
             loss = WaveformLoss("l1")
         super().__init__(model, loss, optimizer, scheduler, sample_rate, channels)
-        self.sources = tuple(sources)
+        self.sources: Tuple[str, ...] = declared(model, "sources", sources, MUSDB_STEMS)
+        record_hparam(self, "sources", list(self.sources))
         self.discriminator = discriminator
         self.discriminator_optimizer_factory = discriminator_optimizer
         self.adversarial_weight = adversarial_weight
         self.consistency_weight = consistency_weight
         self.gan_clip = gan_clip
         self.num_logged_examples = log_examples
+        self.input_statistics = input_statistics
+        self._input_statistics: Optional[Dict[str, torch.Tensor]] = None
         if discriminator is not None:
             from musicfx.losses.separation import AdversarialLoss, MixtureConsistencyLoss
 
@@ -102,9 +111,53 @@ class SeparationTask(Task):
                 "set both to the same names in the same order"
             )
 
+    def on_fit_start(self) -> None:
+        if self.input_statistics and self._input_statistics is None:
+            self._statistics_pass()
+
+    def _statistics_pass(self) -> None:
+        """Open-Unmix's statistics pass over the training mixtures (see ``input_statistics``)."""
+        if not hasattr(self.model, "input_statistics"):
+            raise ConfigError(
+                f"input_statistics needs a model with a statistics pass; {type(self.model).__name__} has none"
+            )
+        data = self.trainer.datamodule
+        accumulator = self.model.input_statistics()
+        limit = self.input_statistics
+        if self.trainer.fast_dev_run:  # a smoke run reads as many batches here as anywhere else
+            runs = int(self.trainer.fast_dev_run)
+            limit = runs if limit < 0 else min(limit, runs)
+        for index, batch in enumerate(data.train_dataloader()):
+            if 0 <= limit <= index:
+                break
+            batch = data.on_after_batch_transfer(self._move(batch), 0)
+            accumulator.update(batch["mix"])
+        accumulator.merge(lambda total: self.trainer.strategy.reduce(total, reduce_op="sum"))
+        mean, std = accumulator.compute()
+        self.model.set_input_statistics(mean, std)
+        self._input_statistics = {"mean": mean.cpu(), "std": std.cpu()}
+
+    def _move(self, batch: Any) -> Any:
+        return self.trainer.strategy.batch_to_device(batch, self.device)
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self._input_statistics is not None:
+            checkpoint["input_statistics"] = self._input_statistics
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._input_statistics = checkpoint.get("input_statistics", self._input_statistics)
+
     def configure_optimizers(self) -> Any:
         if self.discriminator is None:
-            return super().configure_optimizers()
+            config = super().configure_optimizers()
+            if isinstance(config, dict) and isinstance(
+                config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau
+            ):
+                # Open-Unmix's schedule: decay when the validation loss stops improving, checked each epoch.
+                config["lr_scheduler"].update(interval="epoch", monitor="val/loss")
+            return config
         generator = self.optimizer_factory(self.model.parameters())
         discriminator = self.discriminator_optimizer_factory(self.discriminator.parameters())
         if self.scheduler_factory is None:
@@ -114,9 +167,12 @@ class SeparationTask(Task):
     # --------------------------------------------------------------------------------------- training
     def _supervised_loss(self, mix: torch.Tensor, stems: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """The injected loss, and the waveform estimates when it was computed from them."""
-        if getattr(self.loss, "domain", "waveform") == "mask":
+        domain = getattr(self.loss, "domain", "waveform")
+        if domain == "mask":
             masks = self.model.forward_masks(mix)
             return self.loss(masks, self.model.spectrogram(stems)), None
+        if domain == "magnitude":  # Open-Unmix: each network's own magnitude estimate against |STFT(target)|
+            return self.loss(self.model.estimate_magnitudes(mix), self.model.spectrogram(stems).abs()), None
         estimates = self.model(mix)
         return self.loss(estimates, stems), estimates
 
@@ -243,41 +299,23 @@ class SeparationData(MultitrackData):
         remix, remix_group_size: shuffle stems across the songs of each group of this many examples.
         gain: range of the random per-stem gain.
         channel_swap, sign_flip: per-stem probabilities.
-        Other arguments: see :class:`~musicfx.tasks.multitrack.MultitrackData`.
+        **kwargs: see :class:`~musicfx.tasks.multitrack.MultitrackData` (``root``, ``stems``, ``random_mix``)
+            and :class:`~musicfx.tasks.data.ChunkData`.
     """
 
     def __init__(
         self,
-        root: Optional[str] = None,
-        stems: Sequence[str] = MUSDB_STEMS,
+        *,
         targets: Optional[Mapping[str, Sequence[str]]] = None,
-        sample_rate: int = 44100,
-        channels: int = 2,
-        segment: float = 6.0,
-        batch_size: int = 8,
-        num_workers: int = 2,
-        train_examples: int = 4096,
-        val_examples: int = 32,
-        test_examples: int = 64,
-        random_mix: bool = False,
         shift: float = 0.5,
         remix: bool = True,
         remix_group_size: int = 4,
         gain: Tuple[float, float] = (0.25, 1.25),
         channel_swap: float = 0.5,
         sign_flip: float = 0.5,
-        silence_threshold_db: float = -60.0,
-        seed: int = 0,
-        cache_dir: Optional[str] = None,
-        generated_items: int = 64,
-        generated_duration: float = 20.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            root, stems, sample_rate, channels, segment, batch_size, num_workers, train_examples, val_examples,
-            test_examples, random_mix, silence_threshold_db, seed, cache_dir, generated_items, generated_duration,
-        )
-        from musicfx.synth.remix import RemixAugment
-
+        super().__init__(**kwargs)
         self.save_hyperparameters()
         groups = {name: [name] for name in self.stems} if targets is None else {k: list(v) for k, v in targets.items()}
         unknown = sorted({stem for members in groups.values() for stem in members} - set(self.stems))
@@ -292,21 +330,24 @@ class SeparationData(MultitrackData):
         self._membership = membership
         # Every stem its own target, in order: the stems are the targets, no sum needed.
         self._identity_targets = bool(torch.equal(membership, torch.eye(len(self.stems))))
-        self.augment = RemixAugment(
-            shift=int(round(shift * sample_rate)), group_size=remix_group_size, remix=remix, gain=tuple(gain),
-            channel_swap=channel_swap, sign_flip=sign_flip,
-        )
+        self._augment_settings = dict(group_size=remix_group_size, remix=remix, gain=tuple(gain),
+                                      channel_swap=channel_swap, sign_flip=sign_flip)
+        self.shift = shift
+        self.build_scene()
+
+    def build_scene(self) -> None:
+        from musicfx.synth.remix import RemixAugment
+
+        self.augment = RemixAugment(shift=int(round(self.shift * self.sample_rate)), **self._augment_settings)
 
     @property
     def extra_frames(self) -> int:
         return self.augment.shift
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        stems, seeds = stems_from_batch(batch)
-        if stems is None:
-            return batch
+    def scene(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        stems = batch["stems"]
         if self.training_batch:
-            stems = self.augment(stems, seeds)
+            stems = self.augment(stems, batch["seed"])
         if self._identity_targets:
             targets = stems
         else:

@@ -1,0 +1,136 @@
+"""Peak memory of ``musicfx evaluate`` against the song's length: does it stay flat?
+
+Scene: one synthetic song per length, 4 stereo 44.1 kHz targets (drums, bass, other, vocals: tones and
+noise bursts with silent gaps), estimates = the references plus a little of the other targets and white
+noise, written as 16-bit wav folders (museval's layout) in blocks, so writing them takes little memory.
+Each case runs ``musicfx evaluate --references R --estimates E -q`` (the accompaniment is derived, so 5
+targets are scored) in its own process and reports its peak RSS (``VmHWM``). ``--baseline ROOT`` also runs
+another checkout (e.g. the main branch before streaming) on the same files, side by side.
+
+Run: ``python benchmarks/bench_evaluate_memory.py [--minutes 5 20] [--baseline /path/to/other/checkout]
+[--baseline-max-minutes 5] [--full]``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from common import fmt, machine_info, machine_line, markdown_table
+
+REPO = Path(__file__).resolve().parents[1]
+RATE = 44100
+TARGETS = ("drums", "bass", "other", "vocals")
+_PROBE = (
+    "import resource, sys\n"
+    "from musicfx.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "try:\n"
+    "    peak = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
+    "except (OSError, IndexError):\n"
+    "    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+    "print('PEAK_RSS_KB', peak)\n"
+    "sys.exit(code)\n"
+)
+
+
+def write_song(root: Path, minutes: float, seed: int = 0, block_seconds: int = 30) -> Path:
+    """``root/{references,estimates}/song/<target>.wav`` of ``minutes``, written block by block.
+
+    Returns:
+        ``root``.
+    """
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    frames = int(minutes * 60 * RATE)
+    block = block_seconds * RATE
+    names = [(kind, target) for kind in ("references", "estimates") for target in TARGETS]
+    for kind, _ in names:
+        (root / kind / "song").mkdir(parents=True, exist_ok=True)
+    handles = {(kind, target): sf.SoundFile(str(root / kind / "song" / f"{target}.wav"), "w", RATE, 2, "PCM_16")
+               for kind, target in names}
+    try:
+        for start in range(0, frames, block):
+            n = min(block, frames - start)
+            t = (start + np.arange(n)) / RATE
+            refs = []
+            for k, _ in enumerate(TARGETS):
+                tone = 0.1 * np.sin(2 * np.pi * 110 * (k + 1) * t) * (np.sin(2 * np.pi * 0.05 * (k + 1) * t) > -0.5)
+                signal = tone[:, None] + 0.02 * rng.standard_normal((n, 2))
+                refs.append(signal)
+            for k, target in enumerate(TARGETS):
+                leak = 0.05 * sum(refs[j] for j in range(len(TARGETS)) if j != k)
+                handles[("references", target)].write(refs[k].astype(np.float32))
+                handles[("estimates", target)].write(
+                    (refs[k] + leak + 0.01 * rng.standard_normal((n, 2))).astype(np.float32))
+    finally:
+        for handle in handles.values():
+            handle.close()
+    return root
+
+
+def peak_rss_mb(code_root: Path, root: Path, full: bool = False) -> float:
+    """Peak RSS in MiB of ``musicfx evaluate`` on ``root``'s song, importing musicfx from ``code_root``.
+
+    Raises:
+        RuntimeError: the command failed (its output is included).
+    """
+    args = ["evaluate", "--references", str(root / "references"), "--estimates", str(root / "estimates"), "-q"]
+    args += ["--full"] if full else []
+    env = dict(os.environ, PYTHONPATH=str(code_root))
+    result = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, check=False,
+                            env=env, cwd=str(root))  # cwd: not a checkout, so PYTHONPATH picks the code
+    lines = [line for line in result.stdout.splitlines() if line.startswith("PEAK_RSS_KB")]
+    if result.returncode != 0 or not lines:
+        raise RuntimeError(f"musicfx {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-2000:]}")
+    return int(lines[-1].split()[1]) / 1024.0
+
+
+def run(minutes: Sequence[float], baseline: Optional[Path], baseline_max: float, folder: Path,
+        full: bool = False) -> List[Dict]:
+    rows = []
+    for length in minutes:
+        root = write_song(folder / f"song-{length:g}min", length)
+        row = {"minutes": length, "this": peak_rss_mb(REPO, root, full), "baseline": None}
+        if baseline is not None and length <= baseline_max:
+            row["baseline"] = peak_rss_mb(baseline, root, full)
+        print(f"  {length:g} min: {row['this']:.0f} MiB" + (f", baseline {row['baseline']:.0f} MiB"
+                                                           if row["baseline"] is not None else ""), flush=True)
+        rows.append(row)
+        for path in sorted(root.rglob("*.wav")):  # 20-minute songs take 1.7 GB of disk
+            path.unlink()
+    return rows
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, nargs="+", default=[5.0, 20.0], help="song lengths")
+    parser.add_argument("--baseline", type=Path, help="another checkout to run on the same songs (its root)")
+    parser.add_argument("--baseline-max-minutes", type=float, default=5.0,
+                        help="run the baseline only up to this length (it may need ~1 GB per minute of song)")
+    parser.add_argument("--full", action="store_true", help="score SIR/ISR/SAR too (museval: ~2 s per second)")
+    parser.add_argument("--workdir", type=Path, help="where to write the songs (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    print(machine_line(machine_info()), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.workdir or Path(tmp)
+        rows = run(args.minutes, args.baseline, args.baseline_max_minutes, folder, args.full)
+    headers = ["song", "peak RSS (this checkout)", "peak RSS (baseline)", "baseline / this"]
+    table = [[f"{row['minutes']:g} min", f"{row['this']:.0f} MiB",
+              "-" if row["baseline"] is None else f"{row['baseline']:.0f} MiB",
+              "-" if row["baseline"] is None else fmt(row["baseline"] / row["this"], 1) + "x"] for row in rows]
+    print(markdown_table(headers, table))
+    if len(rows) > 1:
+        print(f"longest / shortest (this checkout): {rows[-1]['this'] / rows[0]['this']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
