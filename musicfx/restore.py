@@ -178,7 +178,8 @@ def measure_file(path: Path, block_seconds: float = MEASURE_BLOCK_SECONDS) -> Tr
         weighted = bs1770.k_weighting(context, rate)[:, context.shape[-1] - audio.shape[-1]:]
         history = audio[:, -lead:]
         segments = weighted.shape[-1] // hop
-        energies.append(weighted[:, : segments * hop].double().square().reshape(weighted.shape[0], segments, hop).sum(-1))
+        kept = weighted[:, : segments * hop].double()
+        energies.append(kept.square().reshape(weighted.shape[0], segments, hop).sum(-1))
     frames_rms = torch.cat(rms) if rms else torch.zeros(0)
     floor = float(np.percentile(frames_rms.numpy(), FLOOR_PERCENTILE)) if frames_rms.numel() else 0.0
     energy = torch.cat(energies, dim=-1) if energies else torch.zeros(1, 0, dtype=torch.float64)
@@ -196,14 +197,15 @@ def measure_file(path: Path, block_seconds: float = MEASURE_BLOCK_SECONDS) -> Tr
 
 
 # ------------------------------------------------------------------------------------------- models
-def _checkpoint(path: str, stage: str, needs: Tuple[str, ...], what: str, device: Any) -> Any:
+def _checkpoint(path: str, stage: str, needs: Tuple[str, ...], what: str, device: Any,
+                trust: bool = False) -> Any:
     """A checkpoint's task for a stage, or one error saying it holds another task."""
     from musicfx.api import load
 
     if not Path(path).is_file():
         raise MusicfxError(f"{path}: no such checkpoint (--{stage}: {' | '.join(_choices(stage))} or a "
                            "checkpoint file)")
-    task = load(path, device=device)
+    task = load(path, device=device, trust=trust)
     if not all(getattr(task, name, None) for name in needs):
         raise MusicfxError(f"{path}: not {what} checkpoint (it holds a {type(task).__name__}); --{stage} needs "
                            f"{what} model")
@@ -256,6 +258,7 @@ def restore(
     overwrite: bool = False,
     device: Optional[Any] = None,
     plot: bool = True,
+    trust: bool = False,
 ) -> Dict[str, Any]:
     """Restore a live multitrack session: clean tracks, normalized tracks, a mix and a report.
 
@@ -271,6 +274,7 @@ def restore(
         overwrite: replace an existing ``output`` folder (only once the new one is complete).
         device: where checkpoints run (default: CPU).
         plot: draw ``OUT/report.png`` (a few seconds of matplotlib per track; off for batch runs and tests).
+        trust: also load checkpoints holding more than plain data (see :func:`musicfx.api.load`).
 
     Returns:
         The report written to ``OUT/report.json``.
@@ -287,10 +291,10 @@ def restore(
     rate = info.sample_rate
 
     # Everything that can fail on the user's options fails here, before any work.
-    debleeder, debleed_rate, order = _debleed_model(debleed, info, device)
-    denoiser, denoise_rate, denoise_channels = _denoise_model(denoise, rate, device)
+    debleeder, debleed_rate, order = _debleed_model(debleed, info, device, trust)
+    denoiser, denoise_rate, denoise_channels = _denoise_model(denoise, rate, device, trust)
     features = _features(normalize, info)
-    mixer, mix_rate, mix_channels = _mixer(mix, info, rate, device)
+    mixer, mix_rate, mix_channels = _mixer(mix, info, rate, device, trust)
 
     before = {path: measure_file(path) for path in info.paths}
     silent = [path for path in info.paths if before[path].peak == 0.0]
@@ -424,7 +428,8 @@ def normalize_file(path: Path, output: Path, stem: str, features: Any, options: 
     return chosen
 
 
-def _debleed_model(option: str, info: Session, device: Any) -> Tuple[Optional[Callable], Optional[int], List[int]]:
+def _debleed_model(option: str, info: Session, device: Any,
+                   trust: bool) -> Tuple[Optional[Callable], Optional[int], List[int]]:
     order = list(range(len(info.paths)))
     if option == "none":
         return None, None, order
@@ -435,7 +440,7 @@ def _debleed_model(option: str, info: Session, device: Any) -> Tuple[Optional[Ca
         return KAMIR(info.sample_rate, **KAMIR_DEFAULTS), None, order
     from musicfx.debleed import match_tracks
 
-    task = _checkpoint(option, "debleed", ("tracks", "debleed"), "a debleed", device)
+    task = _checkpoint(option, "debleed", ("tracks", "debleed"), "a debleed", device, trust)
     tracks = list(task.tracks)
     if len(tracks) != len(info.paths):
         raise MusicfxError(f"{option}: the model debleeds {len(tracks)} tracks ({', '.join(tracks)}) but the session "
@@ -444,14 +449,15 @@ def _debleed_model(option: str, info: Session, device: Any) -> Tuple[Optional[Ca
     return task.model, task.sample_rate, matched if matched is not None else order
 
 
-def _denoise_model(option: str, rate: int, device: Any) -> Tuple[Optional[Callable], Optional[int], Optional[int]]:
+def _denoise_model(option: str, rate: int, device: Any,
+                   trust: bool) -> Tuple[Optional[Callable], Optional[int], Optional[int]]:
     if option == "none":
         return None, None, None
     if option == "spectral-gate":
         from musicfx.baselines.spectral_gate import SpectralGate
 
         return SpectralGate(sample_rate=rate), rate, None
-    task = _checkpoint(option, "denoise", ("denoise",), "a denoise", device)
+    task = _checkpoint(option, "denoise", ("denoise",), "a denoise", device, trust)
     return task.model, task.sample_rate, task.channels
 
 
@@ -471,7 +477,7 @@ def _features(option: str, info: Session) -> Optional[Any]:
     return features
 
 
-def _mixer(option: str, info: Session, rate: int, device: Any) -> Tuple[Callable, int, int]:
+def _mixer(option: str, info: Session, rate: int, device: Any, trust: bool) -> Tuple[Callable, int, int]:
     from musicfx.automix import sum_mixer
 
     if option == "sum":
@@ -481,7 +487,7 @@ def _mixer(option: str, info: Session, rate: int, device: Any) -> Tuple[Callable
 
         console = MixingConsole(num_stems=len(CLASSES), sample_rate=rate).eval()
         return _class_mixer(console, [CLASSES.index(c) for c in info.classes], len(CLASSES)), rate, 2
-    task = _checkpoint(option, "mix", ("stems", "mix"), "an automix", device)
+    task = _checkpoint(option, "mix", ("stems", "mix"), "an automix", device, trust)
     if getattr(task, "mode", "mix") == "pretrain":
         raise MusicfxError(f"{option}: a pretraining checkpoint (mode: pretrain) has no trained mixer")
     stems = list(task.stems)

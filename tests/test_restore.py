@@ -33,7 +33,8 @@ def _one_thread():
 
 
 def _session(shared_data: Path, folder: Path, kind: str) -> torch.Tensor:
-    """NZ Tour stems (mono, 3 s from 4 s in) through a ``kind`` bleed scene plus white noise (-50 dBFS RMS, a quiet room),
+    """NZ Tour stems (mono, 3 s from 4 s in) through a ``kind`` bleed scene plus white noise (-50 dBFS RMS, a
+    quiet room),
     written as ``folder/<stem>.wav``; returns the targets ``(tracks, 1, time)``: each microphone's own source
     at its own direct gain (KAMIR cannot see absolute gains)."""
     clean = torch.stack([
@@ -303,8 +304,8 @@ def test_memory_does_not_grow_with_the_sessions_length(tmp_path, monkeypatch) ->
         session.mkdir()
         t = np.arange(rate * seconds) / rate
         noise = np.random.default_rng(seconds).standard_normal((2, t.size)) * 0.01
-        sf.write(session / "vocals.wav", (0.3 * np.sin(2 * np.pi * 300 * t) * (t % 1 < 0.5) + noise[0]).astype(np.float32),
-                 rate, subtype="FLOAT")
+        vocals = 0.3 * np.sin(2 * np.pi * 300 * t) * (t % 1 < 0.5) + noise[0]
+        sf.write(session / "vocals.wav", vocals.astype(np.float32), rate, subtype="FLOAT")
         sf.write(session / "bass.wav", (0.3 * np.sin(2 * np.pi * 80 * t) + noise[1]).astype(np.float32), rate,
                  subtype="FLOAT")
         restore(session, tmp_path / f"o{seconds}", progress=False, plot=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import warnings
 
+from musicfx.checkpoint import add_trust_argument
 from musicfx.commands import common
 from musicfx.restore import DEBLEED_METHODS, DENOISE_METHODS, MIX_METHODS, NORMALIZE_METHODS
 
@@ -36,6 +37,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="sum (default), console (the neutral mixing console: tracks summed per class, "
                         "centred), or an automix checkpoint")
     parser.add_argument("--device", default="auto", help="where checkpoints run: cpu, cuda, cuda:1 or auto (default)")
+    add_trust_argument(parser)
     common.add_output_arguments(parser, overwrite_help="replace an existing OUT folder (once the new one is done)")
     parser.set_defaults(func=run)
 
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         report = restore(args.session, args.output, debleed=args.debleed, denoise=args.denoise,
                          normalize=args.normalize, mix=args.mix, progress=not args.quiet, overwrite=args.overwrite,
-                         device=common.resolve_device(args.device))
+                         device=common.resolve_device(args.device), trust=args.trust_checkpoint)
     common.report_warnings(caught)
     if not args.quiet:
         leak = report["leakage"]
