@@ -34,8 +34,7 @@ def _one_thread():
 
 def _session(shared_data: Path, folder: Path, kind: str) -> torch.Tensor:
     """NZ Tour stems (mono, 3 s from 4 s in) through a ``kind`` bleed scene plus white noise (-50 dBFS RMS, a
-    quiet room),
-    written as ``folder/<stem>.wav``; returns the targets ``(tracks, 1, time)``: each microphone's own source
+    quiet room), written as ``folder/<stem>.wav``; returns the targets ``(tracks, 1, time)``: each microphone's own source
     at its own direct gain (KAMIR cannot see absolute gains)."""
     clean = torch.stack([
         torch.tensor(sf.read(shared_data / "sisec2011-nz-tour" / f"{name}.wav", dtype="float32", start=4 * SR,
