@@ -25,6 +25,8 @@ FAST = [
 SHRINK = {
     "debleed/di_cae_paper.yaml": ["--model.init_args.model.init_args.n_fft=256",
                                   "--model.init_args.model.init_args.hop_length=64"],
+    "separate/cycle_gan.yaml": [f"--model.init_args.{net}.init_args.widths=[8,16,32,64,128]"
+                                for net in ("model", "remixer", "discriminator", "mix_discriminator")],
 }
 
 
