@@ -4,12 +4,14 @@ Tasks step their scheduler after every optimizer step, so every length here is i
 """
 from __future__ import annotations
 
+import bisect
 import math
+from typing import Sequence
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["WarmupDecay"]
+__all__ = ["PiecewiseConstantLR", "WarmupDecay"]
 
 _DECAYS = ("none", "linear", "cosine")
 
@@ -73,3 +75,36 @@ class WarmupDecay(LambdaLR):
         else:
             shape = 0.5 * (1.0 + math.cos(math.pi * progress))
         return self.final_factor + (1.0 - self.final_factor) * shape
+
+
+class PiecewiseConstantLR(LambdaLR):
+    """A learning rate that is a fixed factor of the initial one on each interval of steps.
+
+    ``factors[i]`` applies from step ``boundaries[i - 1]`` (0 for the first) up to ``boundaries[i]``; the last
+    factor applies from the last boundary on, so ``len(factors) == len(boundaries) + 1``. FxNorm-automix's
+    schedule (an epoch at rate 0 that warms Adam's moments up, then 1e-3 divided by 3, 10, 30, 100, 1000 at
+    fixed epochs) is ``boundaries`` at those epochs times the steps per epoch.
+
+    Args:
+        optimizer: the optimizer whose groups are scheduled.
+        boundaries: increasing step numbers where the factor changes.
+        factors: the factor on each interval.
+        last_epoch: as :class:`torch.optim.lr_scheduler.LambdaLR`.
+    """
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, boundaries: Sequence[int], factors: Sequence[float], last_epoch: int = -1
+    ) -> None:
+        self.boundaries = [int(b) for b in boundaries]
+        self.factors = [float(f) for f in factors]
+        if len(self.factors) != len(self.boundaries) + 1:
+            raise ValueError(
+                f"need one more factor than boundaries, got {len(self.factors)} factors and {len(self.boundaries)} boundaries"
+            )
+        if any(b <= a for a, b in zip(self.boundaries, self.boundaries[1:])) or any(b < 0 for b in self.boundaries):
+            raise ValueError(f"boundaries must be increasing and >= 0, got {self.boundaries}")
+        super().__init__(optimizer, self.factor, last_epoch)
+
+    def factor(self, step: int) -> float:
+        """The multiplier of the initial learning rate at ``step`` (0-based)."""
+        return self.factors[bisect.bisect_right(self.boundaries, step)]
