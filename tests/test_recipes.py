@@ -57,7 +57,8 @@ def test_recipe_runs_one_step_on_cpu(recipe: Path, tmp_path, monkeypatch) -> Non
     assert main(["fit", "-c", str(recipe), "-c", str(REPO / "recipes/trainer/cpu.yaml"), *FAST, *extra]) == 0
 
 
-@pytest.mark.parametrize("overlay", ["trainer/bf16-mixed.yaml", "trainer/cpu.yaml"])
+@pytest.mark.parametrize("overlay", ["trainer/bf16-mixed.yaml", "trainer/cpu.yaml", "trainer/accumulate.yaml",
+                                     "trainer/warmup.yaml"])
 def test_overlays_compose(overlay: str, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     args: List[str] = ["fit", "-c", str(REPO / "recipes/quickstart.yaml"), "-c", str(REPO / "recipes" / overlay), *FAST]
