@@ -134,3 +134,23 @@ def test_generator_optimizer_holds_both_generators() -> None:
     assert gen_ids == {id(p) for p in [*task.model.parameters(), *task.remixer.parameters()]}
     disc_ids = {id(p) for g in discriminator.param_groups for p in g["params"]}
     assert disc_ids == {id(p) for p in [*task.discriminator.parameters(), *task.mix_discriminator.parameters()]}
+
+
+def test_a_cycle_checkpoint_loads_and_separates(tmp_path) -> None:
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader
+
+    import musicfx
+
+    batch = _unpaired_batch()
+    task = _cycle_task()
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         num_sanity_val_steps=0, max_steps=2)
+    trainer.fit(task, train_dataloaders=DataLoader([batch], batch_size=None))
+    path = tmp_path / "cycle.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = musicfx.load(path)
+    assert isinstance(loaded.remixer, WaveGANRemixer)
+    stems = loaded.separate(torch.randn(1, 8000), SR)
+    assert set(stems) == set(SOURCES) and stems["vocals"].shape == (1, 8000)
