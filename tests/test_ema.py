@@ -159,3 +159,15 @@ def test_one_line_adds_it_to_a_recipe(tmp_path: Path, monkeypatch) -> None:
             "--data.init_args.segment=0.5", "--trainer.callbacks+=musicfx.callbacks.EMA",
             "--trainer.callbacks.decay=0.9"]
     assert main(args) == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_average_lives_on_the_gpu_and_is_saved_on_the_cpu(tmp_path: Path) -> None:
+    model, ema = _Regression(), EMA(decay=0.5)
+    trainer = _trainer(tmp_path, [ema], accelerator="gpu", devices=1, limit_val_batches=0)
+    trainer.fit(model, _loader())
+    assert all(value.is_cuda for value in ema.averaged.values())
+    trainer.save_checkpoint(tmp_path / "run.ckpt")
+    checkpoint = torch.load(tmp_path / "run.ckpt", weights_only=False, map_location="cpu")
+    assert all(not value.is_cuda for value in checkpoint["ema_state"]["other"].values())
