@@ -19,7 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 PAGE = REPO / "docs" / "recipes.md"
 HEADER = ["hyperparameter", "key", "paper", "recipe", "citation"]
 # Paper recipes whose file name does not end in _paper.yaml. Add a recipe here when its table is written.
-NAMED_PAPER_RECIPES = ("separate/cycle_gan.yaml",)
+NAMED_PAPER_RECIPES = (
+    "separate/bs_roformer.yaml", "separate/cycle_gan.yaml", "separate/mel_band_roformer.yaml", "separate/open_unmix.yaml",
+)
 
 _SECTION = re.compile(r"^###\s+`(recipes/[^`]+\.yaml)`\s*$")
 _MISSING = object()
