@@ -31,23 +31,35 @@ COMMAND_MODULES: Tuple[str, ...] = (
 UNWRITABLE_AUDIO_SUFFIXES = (".mp3", ".mp4", ".m4a", ".aac", ".wma", ".webm", ".opus", ".alac")
 
 
-def _run_lightning(argv: Optional[List[str]]) -> int:
-    """Run LightningCLI on ``argv`` (``None``: on ``sys.argv``, which DDP launchers re-execute)."""
+def lightning_cli(argv: Optional[List[str]], run: bool = True):
+    """The LightningCLI every recipe goes through (``musicfx fit ...``, and ``benchmarks/gpu_check.py``).
+
+    Args:
+        argv: ``["fit", "-c", "recipe.yaml", ...]``; with ``run=False`` no subcommand (``["-c", ...]``):
+            the trainer, model and datamodule are built and left to the caller. ``None``: ``sys.argv``.
+        run: run the subcommand.
+    """
     import lightning.pytorch as pl
     from lightning.pytorch.cli import LightningCLI
 
     from musicfx.tasks.base import Task
 
-    LightningCLI(
+    return LightningCLI(
         Task,
         pl.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         args=argv,
+        run=run,
         auto_configure_optimizers=False,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"description": "Train or evaluate a musicfx task from a recipe."},
     )
+
+
+def _run_lightning(argv: Optional[List[str]]) -> int:
+    """Run LightningCLI on ``argv`` (``None``: on ``sys.argv``, which DDP launchers re-execute)."""
+    lightning_cli(argv)
     return 0
 
 
