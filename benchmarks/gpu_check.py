@@ -52,7 +52,10 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common`, also when imported from the tests
+# `common` beside this script, and musicfx from this checkout even where it is not installed (a GPU
+# machine without a network).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 import common  # noqa: E402
 
 REPO = common.REPO

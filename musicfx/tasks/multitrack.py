@@ -17,12 +17,15 @@ from torch.utils.data import DataLoader
 SPLIT_SEEDS = {"train": 0, "valid": 1, "test": 2}
 
 
-def make_loader(dataset, batch_size: int, num_workers: int, sampler=None) -> DataLoader:
+def make_loader(dataset, batch_size: int, num_workers: int, sampler=None, prefetch_factor: int = 2) -> DataLoader:
     """The DataLoader every musicfx datamodule uses: no shuffling (examples are random by id already),
-    persistent workers, pinned memory on CUDA machines, and whole batches only when training."""
+    persistent workers, pinned memory on CUDA machines, ``prefetch_factor`` batches in flight per worker
+    (torch's default 2; raise it when DataWaitMonitor shows the GPU waiting), and whole batches only when
+    training."""
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=num_workers,
         persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available(), drop_last=sampler is not None,
+        prefetch_factor=prefetch_factor if num_workers > 0 else None,
     )
 
 
