@@ -118,7 +118,7 @@ REAL = Plan(
     device="cuda", overrides=(), warmup_steps=5, timed_steps=30, precision_warmup=3, precision_steps=15,
     # 465 s from the start of the check, the rest of the 8 minutes for Python's start and the imports.
     inference_seconds=60.0, sdr_seconds=300.0, budget_s=465.0,
-    part_budgets_s={"tests": 45.0, "recipes": 230.0, "precision": 90.0, "inference": 60.0, "sdr": 30.0},
+    part_budgets_s={"tests": 60.0, "recipes": 220.0, "precision": 85.0, "inference": 55.0, "sdr": 25.0},
     recipe_cap_s=25.0, pytest_targets=(),
 )
 # The recipe tests' overrides (tests/test_recipes.py), so the dry run builds exactly what they build.
