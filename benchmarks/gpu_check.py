@@ -50,6 +50,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+import lightning.pytorch as pl
 import torch
 
 # `common` beside this script, and musicfx from this checkout even where it is not installed (a GPU
@@ -202,7 +203,7 @@ def build_cli(args: List[str]):
 
 
 # ----------------------------------------------------------------------------------------------- probes
-class FiniteProbe:
+class FiniteProbe(pl.Callback):
     """Counts training batches whose loss, and optimizer steps whose gradient norm, were NaN or infinite.
 
     The counts stay on the device until :meth:`result`, so the probe adds no synchronisation to the steps.
@@ -211,25 +212,24 @@ class FiniteProbe:
     """
 
     def __init__(self) -> None:
-        import lightning.pytorch as pl
-
-        class _Callback(pl.Callback):
-            def on_before_optimizer_step(inner, trainer, pl_module, optimizer) -> None:  # noqa: N805
-                grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-                if grads:
-                    total = torch.nn.utils.get_total_norm(grads)
-                    self._add("grad_steps", ~torch.isfinite(total))
-
-            def on_train_batch_end(inner, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: N805
-                loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-                if isinstance(loss, torch.Tensor):
-                    self._add("loss_batches", ~torch.isfinite(loss.detach()).all())
-                else:
-                    self.batches_without_loss += 1
-
-        self.callback = _Callback()
+        super().__init__()
         self.batches_without_loss = 0
         self._counts: Dict[str, torch.Tensor] = {}
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads:
+            self._add("grad_steps", ~torch.isfinite(torch.nn.utils.get_total_norm(grads)))
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # Manual optimization (the GAN) returns its loss the same way: {"loss": tensor}.
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if isinstance(loss, torch.Tensor):
+            self._add("loss_batches", ~torch.isfinite(loss.detach()).all())
+        else:
+            self.batches_without_loss += 1
 
     def _add(self, name: str, bad: torch.Tensor) -> None:
         count = self._counts.get(name)
@@ -244,36 +244,38 @@ class FiniteProbe:
         return counts
 
 
-class DtypeProbe:
+class DtypeProbe(pl.Callback):
     """Output dtypes of linear, convolution, recurrent and attention layers over one training batch (the
-    first one after ``after_batches``): shows whether autocast really reached the model's heavy layers."""
+    first one after ``after_batches``): shows whether autocast really reached the model's heavy layers.
+
+    Args:
+        after_batches: training batches to let pass first (the warm-up).
+    """
 
     def __init__(self, after_batches: int) -> None:
-        import lightning.pytorch as pl
-
+        super().__init__()
         self.after_batches = after_batches
         self.counts: Dict[str, int] = {}
         self._hooks: List[Any] = []
         self._seen = 0
 
-        class _Callback(pl.Callback):
-            def on_train_batch_start(inner, trainer, pl_module, batch, batch_idx) -> None:  # noqa: N805
-                if self._seen == self.after_batches:
-                    self._hooks = [
-                        module.register_forward_hook(self._record)
-                        for module in pl_module.modules() if isinstance(module, AUTOCAST_LAYERS)
-                    ]
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._seen == self.after_batches:
+            self._hooks = [
+                module.register_forward_hook(self._record)
+                for module in pl_module.modules() if isinstance(module, AUTOCAST_LAYERS)
+            ]
 
-            def on_train_batch_end(inner, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: N805
-                self._seen += 1
-                for hook in self._hooks:
-                    hook.remove()
-                self._hooks = []
-
-        self.callback = _Callback()
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._seen += 1
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
 
     def _record(self, module: torch.nn.Module, inputs: Any, output: Any) -> None:
-        tensor = output[0] if isinstance(output, (tuple, list)) else output
+        tensor = output[0] if isinstance(output, (tuple, list)) else output  # LSTM, attention: (output, state)
         if isinstance(tensor, torch.Tensor):
             name = str(tensor.dtype).replace("torch.", "")
             self.counts[name] = self.counts.get(name, 0) + 1
@@ -373,7 +375,7 @@ def train_row(part: str, label: str, name: str, plan: Plan, precision: str, warm
             # Checkpoints would only cost time and disk here (a 35 M-parameter Adam state is 0.4 GB).
             trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, Checkpoint)]
             finite, dtypes = FiniteProbe(), DtypeProbe(after_batches=warmup)
-            trainer.callbacks += [finite.callback, dtypes.callback]
+            trainer.callbacks += [finite, dtypes]
             row.numbers["parameters_m"] = sum(p.numel() for p in model.parameters()) / 1e6
             row.numbers["batch_size"] = getattr(cli.datamodule, "batch_size", None)
             row.numbers["num_workers"] = getattr(cli.datamodule, "num_workers", None)
@@ -455,7 +457,7 @@ def run_precision(plan: Plan, names: Sequence[str], clock: Clock, record: Callab
 
 
 # -------------------------------------------------------------------------------------------- inference
-def test_music(seconds: float, channels: int = 2) -> torch.Tensor:
+def stereo_music(seconds: float, channels: int = 2) -> torch.Tensor:
     """``(channels, seconds * 44100)`` of the built-in generator's music (no file needed)."""
     from musicfx.data.sources import GeneratedMusic
 
@@ -498,7 +500,7 @@ def inference_row(name: str, plan: Plan, music: torch.Tensor) -> Row:
 def run_inference(plan: Plan, names: Sequence[str], clock: Clock, record: Callable[[Row], None]) -> List[Row]:
     rows = []
     wanted = [n for n in names if _infers(n)]
-    music = test_music(plan.inference_seconds) if wanted else None
+    music = stereo_music(plan.inference_seconds) if wanted else None
     for name in wanted:
         if clock.left("inference") < 5:
             row = Row("inference", name, status="skipped: out of the time budget")
@@ -723,21 +725,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if unknown:
         print(f"gpu_check: error: unknown recipes {unknown}; known: {known}", file=sys.stderr)
         return 2
-    import lightning.pytorch  # noqa: F401  (its import sets its loggers' level: quiet them after it)
-
-    # Lightning announces its accelerators once per Trainer: dozens of times here.
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-
+    # Lightning announces its accelerators once per Trainer, dozens of times here (its import, at the
+    # top, set these loggers' level: lowering it now sticks).
+    quiet = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in quiet]
     threads = torch.get_num_threads()
-    if plan.torch_threads is not None:
-        torch.set_num_threads(plan.torch_threads)
     try:
-        return _run(args, plan, names, precision_names)
+        for logger in quiet:
+            logger.setLevel(logging.WARNING)
+        if plan.torch_threads is not None:
+            torch.set_num_threads(plan.torch_threads)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+            return _run(args, plan, names, precision_names)
     finally:
         torch.set_num_threads(threads)
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
 
 
 def _run(args: argparse.Namespace, plan: Plan, names: List[str], precision_names: List[str]) -> int:

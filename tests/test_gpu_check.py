@@ -171,7 +171,7 @@ class _Diverging(pl.LightningModule):
 def test_finite_probe_counts_nan_losses_and_gradients() -> None:
     probe = gpu_check.FiniteProbe()
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(10, 4)), batch_size=2)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=5, logger=False, callbacks=[probe.callback],
+    trainer = pl.Trainer(accelerator="cpu", max_steps=5, logger=False, callbacks=[probe],
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(_Diverging(), data)
     assert probe.result() == {"nonfinite_loss_batches": 3, "nonfinite_grad_steps": 3, "batches_without_loss": 0}
