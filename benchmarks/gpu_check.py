@@ -48,7 +48,7 @@ import warnings
 import xml.etree.ElementTree as ElementTree
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import lightning.pytorch as pl
 import torch
@@ -259,7 +259,9 @@ class DtypeProbe(pl.Callback):
         self._hooks: List[Any] = []
         self._seen = 0
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self._seen == self.after_batches:
             self._hooks = [
                 module.register_forward_hook(self._record)
@@ -692,7 +694,9 @@ def _clean(value: Any) -> Any:
 
 # ------------------------------------------------------------------------------------------------- main
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU (what the test suite runs)")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "gpu_check",
                         help="folder of gpu_check.json and gpu_check.md (default outputs/gpu_check)")
