@@ -45,6 +45,11 @@ class _SlowStep(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
+class _SlowValidation(_SlowStep):
+    def validation_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> None:
+        time.sleep(0.05)
+
+
 class _ListLogger(Logger):
     def __init__(self) -> None:
         super().__init__()
@@ -98,6 +103,20 @@ def test_slow_steps_show_as_computing() -> None:
         assert 0.0 <= metrics["perf/data_wait_fraction"] < 0.5
         assert metrics["perf/examples_per_sec"] > 0
     assert totals["wait_fraction"] < 0.5 and 0 < totals["steps_per_sec"] < 1 / 0.03
+
+
+def test_validation_between_batches_is_not_counted_as_waiting() -> None:
+    monitor = DataWaitMonitor(logging_interval=3, warmup_steps=0)
+    trainer = pl.Trainer(
+        accelerator="cpu", max_steps=8, logger=False, callbacks=[monitor], enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, val_check_interval=2, limit_val_batches=2,
+        num_sanity_val_steps=0,
+    )
+    train = DataLoader(_SlowData(BATCH * 8, 0.0), batch_size=BATCH)
+    val = DataLoader(_SlowData(BATCH * 2, 0.0), batch_size=BATCH)
+    trainer.fit(_SlowValidation(0.02), train, val)
+    # Four validations of 0.1 s each between 8 steps of 20 ms: counted as waiting, they would dominate.
+    assert monitor.totals()["steps"] == 8 and monitor.totals()["wait_fraction"] < 0.3
 
 
 def test_bad_arguments_are_refused() -> None:
