@@ -760,6 +760,8 @@ def _run(args: argparse.Namespace, plan: Plan, names: List[str], precision_names
             "machine": info, "dry_run": args.dry_run, "plan": asdict(plan), "recipes": names,
             "precision_recipes": precision_names,
             "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "cuda_version": torch.version.cuda,
+            "cudnn_version": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
             "elapsed_s": time.perf_counter() - clock.start,
             "failures": [r.name for r in rows if r.failed],
             "rows": [asdict(r) for r in rows],
