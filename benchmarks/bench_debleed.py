@@ -86,7 +86,7 @@ def bleed_data(kind: str, segment: float, batch_size: int, rooms: int, cache_dir
 
 def bank_seconds_per_room(rooms: int, cache_dir: Path) -> float:
     """Wall time to compute a room bank of ``rooms`` rooms (4 sources x 4 microphones, 0.5 s), per room."""
-    from musicfx.audio.rooms import RoomIRBank
+    from musicfx.synth.rooms import RoomIRBank
 
     start = time.perf_counter()
     RoomIRBank(num_rooms=rooms, num_sources=4, num_microphones=4, sample_rate=RATE, seed=0, rt60=(0.2, 0.8),

@@ -26,6 +26,17 @@ def _few_threads():
     yield
 
 
+@pytest.fixture
+def one_thread(_few_threads):
+    """One intra-op thread for the test, restored after it. For tests of many small tensor operations: on a
+    shared 2-core machine a second thread only adds synchronisation, which made them up to 10x slower
+    (measured). Use it per file with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def requires_cuda():
     return pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -21,13 +21,7 @@ TINY_FX = dict(features=16, kernel_size=16, pool_size=16, bottleneck_features=16
 TINY_WUN = dict(levels=3, features=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(_few_threads):
-    # Small tensors: a second intra-op thread only adds synchronisation on the shared 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _seeded(factory: Callable[[], nn.Module], seed: int = 0) -> nn.Module:

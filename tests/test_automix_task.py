@@ -25,17 +25,16 @@ TINY_WUN = dict(levels=3, features=8)
 TINY_CONSOLE = dict(sample_rate=SR, eq_bands=3, hidden=16, n_fft=512, hop_length=128, n_mels=16, heads=2)
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(autouse=True)
-def _one_thread(_few_threads):
-    # Small tensors on a shared 2-core machine: a second intra-op thread only adds synchronisation.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _quiet_task_logging():
     with warnings.catch_warnings():
         # training_step logs through self.log, which only warns when no Trainer is attached.
         warnings.filterwarnings("ignore", message=".*self.log.*")
         warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
         yield
-    torch.set_num_threads(previous)
 
 
 def _seeded(factory: Callable[[], nn.Module], seed: int = 0) -> nn.Module:

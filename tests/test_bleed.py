@@ -5,10 +5,11 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from musicfx.audio.rooms import RoomIRBank, direct_path_ir
 from musicfx.audio.spectral import fft_convolve
-from musicfx.errors import ConfigError
+from musicfx.data.impulse_responses import load_impulse_responses
+from musicfx.errors import ConfigError, DataError
 from musicfx.synth.bleed import BLEED_KINDS, BleedSynth
+from musicfx.synth.rooms import RoomIRBank, direct_path_ir
 
 SR = 8000
 M = 3
@@ -91,14 +92,15 @@ def test_convolutive_delays_responses_and_targets():
         params["gains"] * (delays == 0) * ~eye).sum(-1), rtol=0, atol=1e-5)
 
 
-def test_convolutive_with_ir_folder(tmp_path):
+def test_convolutive_with_recorded_impulse_responses(tmp_path):
     import soundfile as sf
     import numpy as np
 
     ir = np.zeros(400, dtype=np.float32)
     ir[10], ir[100] = 0.5, -0.25  # peak 0.5 at 10: aligned and scaled to 1 at 0, echo -0.5 at 90
     sf.write(tmp_path / "a.wav", ir, SR)
-    synth = BleedSynth("convolutive", num_tracks=M, sample_rate=SR, ir_length=0.05, ir_folder=str(tmp_path),
+    irs = load_impulse_responses(tmp_path, SR, round(0.05 * SR))
+    synth = BleedSynth("convolutive", num_tracks=M, sample_rate=SR, ir_length=0.05, impulse_responses=irs,
                        max_delay_ms=0.0)
     params = draws(synth, 3)
     s = torch.zeros(1, M, 1, 500)
@@ -107,6 +109,16 @@ def test_convolutive_with_ir_folder(tmp_path):
     a = params["gains"][0, :, 0]
     torch.testing.assert_close(mics[0, :, 0, 0], a, rtol=0, atol=1e-5)
     torch.testing.assert_close(mics[0, :, 0, 90], -0.5 * a, rtol=0, atol=1e-5)
+
+
+def test_recorded_impulse_responses_errors(tmp_path):
+    with pytest.raises(DataError, match="no impulse responses"):
+        load_impulse_responses(tmp_path, SR, 100)
+    with pytest.raises(ValueError, match="impulse_responses"):
+        BleedSynth("convolutive", num_tracks=M, sample_rate=SR, impulse_responses=torch.ones(100))
+    longer = BleedSynth("convolutive", num_tracks=M, sample_rate=SR, ir_length=0.01,
+                        impulse_responses=torch.arange(200.0).view(2, 100))
+    assert torch.equal(longer.file_irs, torch.arange(200.0).view(2, 100)[:, :80])
 
 
 def test_room_kind_with_a_tiny_bank(tmp_path):

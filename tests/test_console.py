@@ -15,14 +15,7 @@ from musicfx.synth.console import RandomConsole, eq_band_layout
 SR = 16000
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(_few_threads):
-    # Tensors here are tiny: a second OpenMP thread only adds synchronisation, which costs 10x on a loaded
-    # machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _draws(console: RandomConsole, seeds: List[int]) -> Dict[str, torch.Tensor]:

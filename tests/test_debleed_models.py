@@ -30,18 +30,21 @@ TINY: Dict[str, Callable[[int], nn.Module]] = {
 MODELS = sorted(TINY)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(_few_threads):
-    # Tiny tensors: a second intra-op thread only adds synchronisation on the shared 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _build(name: str, tracks: int = 4, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return TINY[name](tracks)
+
+
+def _moved(name: str, tracks: int = 4) -> nn.Module:
+    """A model in eval mode moved off its initial (identity) point, so that checks on it are not trivial."""
+    model = _build(name, tracks).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
 
 
 def _bleed_matrix(batch: int, tracks: int, generator: torch.Generator) -> Tensor:
@@ -141,6 +144,16 @@ def test_di_cae_windows_and_overlap_average_invert_each_other(shared: bool) -> N
     torch.testing.assert_close(windows[0, 2], torch.tensor([0.0, 3.0, 1.0, 4.0, 2.0, 5.0]))
 
 
+@pytest.mark.parametrize("name", ["f_unet", "df_unet"])
+def test_u_net_parameter_names_are_those_of_saved_checkpoints(name: str) -> None:
+    # f-UNet and df-UNet share one skeleton (models.track_unet); checkpoints saved before keep loading.
+    keys = set(_build(name).state_dict())
+    for key in ("encoders.1.conv2.own.weight", "encoders.1.conv2.all.weight", "encoders.0.norm1.running_mean",
+                "bottleneck.conv1.own.bias", "ups.1.weight", "decoders.0.norm2.weight", "out.weight", "out.bias"):
+        assert key in keys, key
+    assert not any("window" in key for key in keys)
+
+
 @pytest.mark.parametrize("name", ["f_unet", "df_unet", "t_unet"])
 def test_untrained_model_passes_the_tracks_through(name: str) -> None:
     model = _build(name, 4).train()
@@ -152,24 +165,19 @@ def test_untrained_model_passes_the_tracks_through(name: str) -> None:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_scale_equivariant(name: str) -> None:
-    model = _build(name, 4).eval()
+    model = _moved(name)
     mics = torch.randn(2, 4, 1200)
     with torch.no_grad():
-        # Move every model off its initial (identity) point so the check is not trivial.
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
         small, large = model(mics), model(20.0 * mics)
     torch.testing.assert_close(large, 20.0 * small, rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_permuting_tracks_permutes_the_output(name: str) -> None:
-    model = _build(name, 4).eval()
+    model = _moved(name)
     mics = torch.randn(2, 4, 1100)
     perm = torch.tensor([2, 0, 3, 1])
     with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
         out, out_permuted = model(mics), model(mics[:, perm])
     assert not torch.allclose(out, mics, atol=1e-3)  # the check below is not about the identity
     torch.testing.assert_close(out_permuted, out[:, perm], rtol=1e-4, atol=1e-5)
@@ -177,11 +185,9 @@ def test_permuting_tracks_permutes_the_output(name: str) -> None:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_runs_under_bf16_autocast(name: str) -> None:
-    model = _build(name, 4).eval()
+    model = _moved(name)
     mics = torch.randn(1, 4, 1024)
     with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
         reference = model(mics)
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
             out = model(mics)

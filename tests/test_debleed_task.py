@@ -30,12 +30,7 @@ TINY: Dict[str, Callable[[], nn.Module]] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(_few_threads):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _task(model: nn.Module, **kwargs) -> DebleedTask:

@@ -13,14 +13,7 @@ from musicfx.audio import fx
 SR = 16000
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(_few_threads):
-    # Tensors here are tiny: a second OpenMP thread only adds synchronisation, which costs 10x on a loaded
-    # machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _f64(value: float) -> torch.Tensor:
@@ -266,7 +259,7 @@ def test_fft_reverb_is_a_direct_convolution_with_dry_wet():
 
 
 def test_fft_reverb_with_synthetic_rooms():
-    from musicfx.audio.rooms import synthetic_rir
+    from musicfx.synth.rooms import synthetic_rir
 
     ir = synthetic_rir(torch.tensor([1, 2], dtype=torch.int64), torch.tensor([0.3, 0.8]), SR, SR, 2, direct=False)
     x = torch.randn(2, 2, SR)

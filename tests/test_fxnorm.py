@@ -13,11 +13,11 @@ import torch
 from musicfx.audio.io import read_audio, write_audio
 from musicfx.audio.loudness import integrated_loudness
 from musicfx.errors import DataError, MusicfxError
+from musicfx.fxnorm.dataset import compute_features
 from musicfx.fxnorm.features import (
     FEATURES_VERSION,
     FxNormConfig,
     FxNormFeatures,
-    compute_features,
     feature_distances,
     measure_stem,
     onset_dynamics,
@@ -36,14 +36,9 @@ from musicfx.fxnorm.onsets import detect_onsets, onset_peak_levels, peak_statist
 SR = 44100
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These are many small tensor operations: on a shared 2-core machine, two intra-op threads spin against
-    # each other and make them ~10x slower (measured), so run them on one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 NZ_STEMS = {"vocals": "vocals", "drums": "drums", "bass": "bass", "other": "guitar"}
 
 

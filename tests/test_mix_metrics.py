@@ -23,14 +23,7 @@ from musicfx.metrics.mix import (
 SR = 44100
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These are many small tensor operations: on a shared 2-core machine, two intra-op threads spin against
-    # each other and make them ~10x slower (measured), so run them on one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

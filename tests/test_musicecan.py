@@ -15,14 +15,7 @@ from musicfx.models import ECA, MusicECAN, eca_kernel_size
 TINY = dict(n_fft=256, hop_length=64, widths=(8, 16, 32), filter_widths=(8, 16), freq_encoding=4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(_few_threads):
-    # These tensors are small: a second intra-op thread only adds synchronisation, and on a shared 2-core
-    # machine it made each training step ~9x slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sines_in_noise(generator: torch.Generator, batch: int = 4, length: int = 4096) -> Tuple[Tensor, Tensor]:

@@ -1,4 +1,4 @@
-"""Room impulse responses (musicfx.audio.rooms)."""
+"""Room impulse responses (musicfx.synth.rooms)."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from musicfx.audio.rooms import (
+from musicfx.synth.rooms import (
     SPEED_OF_SOUND,
     RoomIRBank,
     direct_path_ir,

@@ -155,6 +155,20 @@ def test_modules_round_trip_and_keep_window_out_of_checkpoints() -> None:
     assert "window" not in forward.state_dict()
 
 
+def test_modules_normalized_and_zero_padded_match_torch() -> None:
+    forward = STFT(256, 64, normalized=True, pad_mode="constant")
+    inverse = ISTFT(256, 64, normalized=True)
+    x = _noise(2, 1, 100)  # shorter than n_fft // 2: only zero padding is possible
+    X = forward(x)
+    expected = torch.stft(x.reshape(-1, 100), 256, 64, window=torch.hann_window(256), center=True, pad_mode="constant",
+                          normalized=True, return_complex=True).reshape(X.shape)
+    assert torch.equal(X, expected)
+    torch.testing.assert_close(inverse(X, 100), x, atol=1e-5, rtol=0)
+    assert "normalized=True" in repr(inverse) and "pad_mode='constant'" in repr(forward)
+    with pytest.raises(ValueError, match="hop_length"):
+        STFT(256, 512)
+
+
 def test_invalid_inputs_raise() -> None:
     with pytest.raises(ValueError, match="real signal"):
         stft(torch.zeros(100, dtype=torch.complex64), 64, 16)

@@ -14,14 +14,7 @@ from musicfx.errors import AudioError
 SR = 44100
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(_few_threads):
-    # The decision-directed recursion is a loop of small per-frame operations: a second intra-op thread
-    # only adds synchronisation, which on a shared 2-core machine costs more than it saves.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def si_sdr(estimate: Tensor, reference: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""Counter-based randomness and batched noise scenes (musicfx.synth.random, musicfx.synth.noise)."""
+"""Counter-based randomness and batched noise scenes (musicfx.rng, musicfx.synth.noise)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import default_collate
 
 from musicfx.synth import noise as N
-from musicfx.synth.random import derive_seeds, hash_bits, hash_normal, hash_uniform, mix64
+from musicfx.rng import derive_seeds, hash_bits, hash_normal, hash_uniform, mix64
 
 SR = 16000
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -145,6 +145,14 @@ def test_hash_identical_on_cuda():
 
 
 # ------------------------------------------------------------------------------------------- noise
+def test_categories_come_from_one_registry_in_a_fixed_order():
+    # Scenes store a category as its index: the order is part of every seeded dataset.
+    assert N.NOISE_CATEGORIES == ("electrical", "crowd", "weather", "traffic", "stationary")
+    assert N.NOISE_CATEGORIES == tuple(N.GENERATORS)
+    with pytest.raises(TypeError):
+        N.GENERATORS["extra"] = N.stationary_noise  # type: ignore[index]
+
+
 @pytest.mark.parametrize("category", N.NOISE_CATEGORIES)
 @pytest.mark.parametrize("channels", [1, 2])
 def test_category_is_finite_unit_rms_and_seeded(category, channels):

@@ -25,7 +25,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from musicfx.data.multitrack import GeneratedStems
-    from musicfx.fxnorm.features import STEMS, compute_features
+    from musicfx.fxnorm.dataset import compute_features
+    from musicfx.fxnorm.features import STEMS
 
     source = GeneratedStems(num_items=args.songs, duration=args.duration, sample_rate=44100, channels=2,
                             seed=args.seed, stems=STEMS)

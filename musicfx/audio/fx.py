@@ -605,7 +605,7 @@ def fft_reverb(x: Tensor, ir: Tensor, wet: FloatOrTensor = 0.3) -> Tensor:
     """Convolution reverb by FFT, with a linear dry/wet mix: ``(1 - wet) x + wet (x * ir)``.
 
     Use a wet-only response (no direct impulse), e.g.
-    ``musicfx.audio.rooms.synthetic_rir(seeds, rt60, sample_rate, length, channels, direct=False)``,
+    ``musicfx.synth.rooms.synthetic_rir(seeds, rt60, sample_rate, length, channels, direct=False)``,
     whose unit energy keeps the reverberant signal about as loud as the dry one.
 
     Args:

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
+import julius
 import numpy as np
+import soundfile as sf
+import soxr
 import torch
 
 from musicfx.errors import AudioError, MissingDependencyError
@@ -59,7 +62,6 @@ def audio_info(path: PathLike) -> AudioInfo:
     if is_stem_file(path):
         info = _stem_info(path)
         return AudioInfo(info[0], info[1], info[2])
-    import soundfile as sf
 
     try:
         info = sf.info(str(path))
@@ -99,7 +101,6 @@ def read_audio(
         end = None if frames < 0 else start + frames
         audio = audio[:, start:end]
     else:
-        import soundfile as sf
 
         try:
             data, rate = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
@@ -133,8 +134,6 @@ def write_audio(
     subtype (``"PCM_16"``, ``"PCM_24"``, ``"FLOAT"``); default: ``FLOAT`` for wav, the format's default
     otherwise.
     """
-    import soundfile as sf
-
     path = Path(path)
     if path.exists() and not overwrite:
         raise AudioError(f"{path}: exists; refusing to overwrite it")
@@ -175,8 +174,6 @@ def atomic_path(path: PathLike) -> Iterator[str]:
 
 
 def _format_for(path: Path) -> str:
-    import soundfile as sf
-
     ext = path.suffix.lower().lstrip(".")
     formats = {"aif": "AIFF", "oga": "OGG", "opus": "OGG"}
     name = formats.get(ext, ext.upper())
@@ -219,10 +216,7 @@ def resample(audio: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     if orig_sr == new_sr:
         return audio
     if audio.device.type != "cpu" or audio.requires_grad:
-        import julius
-
         return julius.resample_frac(audio, int(orig_sr), int(new_sr))
-    import soxr
 
     shape = audio.shape
     flat = audio.reshape(-1, shape[-1]).to(torch.float32).numpy().T  # soxr wants (time, channels)

@@ -66,6 +66,7 @@ def spectrogram_figure(
         A ``matplotlib.figure.Figure`` on an Agg canvas: time in seconds on a shared axis, frequency on a
         log axis from 20 Hz to Nyquist, and one colour bar in dB (0 dB = the loudest bin of any row).
     """
+    # why: matplotlib takes seconds to import, and only plotting needs it.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

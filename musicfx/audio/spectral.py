@@ -8,7 +8,7 @@ input is upcast rather than rejected.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -59,6 +59,12 @@ def _resolve_window(
     return window.to(device=device, dtype=dtype)
 
 
+def _framing(n_fft: int, hop_length: int, window: torch.Tensor, center: bool, normalized: bool) -> Dict[str, Any]:
+    """The keyword arguments ``torch.stft`` and ``torch.istft`` share (one-sided spectra)."""
+    return dict(n_fft=n_fft, hop_length=hop_length, win_length=window.shape[0], window=window, center=center,
+                normalized=normalized, onesided=True)
+
+
 def stft(
     x: torch.Tensor,
     n_fft: int,
@@ -66,6 +72,7 @@ def stft(
     window: Optional[torch.Tensor] = None,
     center: bool = True,
     pad_mode: str = "reflect",
+    normalized: bool = False,
 ) -> torch.Tensor:
     """Complex one-sided STFT of a real signal.
 
@@ -79,6 +86,7 @@ def stft(
             ``t * hop_length``.
         pad_mode: padding used when ``center``; ``"reflect"`` falls back to ``"constant"`` (zeros) for
             signals too short to reflect (``time <= n_fft // 2``).
+        normalized: scale by ``1 / sqrt(n_fft)`` (``torch.stft``'s ``normalized``).
 
     Returns:
         Complex tensor ``(..., n_fft // 2 + 1, frames)`` (complex64, or complex128 for float64 input),
@@ -96,18 +104,8 @@ def stft(
     win = _resolve_window(window, n_fft, x.device, dtype)
     # Autocast would otherwise be free to run the FFT in half precision.
     with torch.autocast(device_type=x.device.type, enabled=False):
-        spec = torch.stft(
-            flat,
-            n_fft=n_fft,
-            hop_length=hop_length,
-            win_length=win.shape[0],
-            window=win,
-            center=center,
-            pad_mode=pad_mode,
-            normalized=False,
-            onesided=True,
-            return_complex=True,
-        )
+        spec = torch.stft(flat, pad_mode=pad_mode, return_complex=True,
+                          **_framing(n_fft, hop_length, win, center, normalized))
     return spec.reshape(*lead, spec.shape[-2], spec.shape[-1])
 
 
@@ -118,6 +116,7 @@ def istft(
     length: int,
     window: Optional[torch.Tensor] = None,
     center: bool = True,
+    normalized: bool = False,
 ) -> torch.Tensor:
     """Inverse of :func:`stft` by windowed overlap-add.
 
@@ -128,6 +127,7 @@ def istft(
         length: number of output samples (the forward input's length), so no sample is lost or padded.
         window: the window used by the forward transform (default: periodic Hann of ``n_fft``).
         center: as in the forward transform.
+        normalized: as in the forward transform.
 
     Returns:
         Real tensor ``(..., length)`` (float32, or float64 for complex128 input).
@@ -144,17 +144,7 @@ def istft(
     flat = X.reshape(-1, X.shape[-2], X.shape[-1]).to(complex_dtype)
     win = _resolve_window(window, n_fft, X.device, real_dtype)
     with torch.autocast(device_type=X.device.type, enabled=False):
-        y = torch.istft(
-            flat,
-            n_fft=n_fft,
-            hop_length=hop_length,
-            win_length=win.shape[0],
-            window=win,
-            center=center,
-            normalized=False,
-            onesided=True,
-            length=int(length),
-        )
+        y = torch.istft(flat, length=int(length), **_framing(n_fft, hop_length, win, center, normalized))
     return y.reshape(*lead, y.shape[-1])
 
 
@@ -229,30 +219,57 @@ def db_to_power(db: torch.Tensor) -> torch.Tensor:
     return torch.pow(10.0, db / 10.0)
 
 
-class STFT(nn.Module):
-    """:func:`stft` as a module; its window is a non-persistent buffer, so ``.to(device)`` moves it and
-    checkpoints do not store it.
+class _Transform(nn.Module):
+    """What :class:`STFT` and :class:`ISTFT` share: the frame parameters and the window buffer."""
+
+    window: torch.Tensor
+
+    def __init__(
+        self, n_fft: int = 2048, hop_length: Optional[int] = None, center: bool = True, normalized: bool = False
+    ) -> None:
+        super().__init__()
+        self.n_fft = int(n_fft)
+        self.hop_length = int(hop_length) if hop_length is not None else self.n_fft // 4
+        if not 0 < self.hop_length <= self.n_fft:
+            raise ValueError(f"hop_length must be in [1, n_fft={self.n_fft}], got {self.hop_length}")
+        self.center = center
+        self.normalized = normalized
+        self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
+
+    def extra_repr(self) -> str:
+        return (f"n_fft={self.n_fft}, hop_length={self.hop_length}, center={self.center}"
+                + (", normalized=True" if self.normalized else ""))
+
+
+class STFT(_Transform):
+    """:func:`stft` as a module: the spectral front end of every spectrogram model. Its periodic Hann window
+    is a non-persistent buffer, so ``.to(device)`` moves it and checkpoints do not store it.
 
     Args:
         n_fft: FFT size.
         hop_length: frame step (default ``n_fft // 4``).
         center: see :func:`stft`.
+        normalized: see :func:`stft`.
+        pad_mode: see :func:`stft`; ``"constant"`` (zeros) makes any input length valid.
 
     Shapes:
         ``(..., time)`` -> complex ``(..., n_fft // 2 + 1, frames)``.
     """
 
-    window: torch.Tensor
-
-    def __init__(self, n_fft: int = 2048, hop_length: Optional[int] = None, center: bool = True) -> None:
-        super().__init__()
-        self.n_fft = int(n_fft)
-        self.hop_length = int(hop_length) if hop_length is not None else self.n_fft // 4
-        self.center = center
-        self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
+    def __init__(
+        self,
+        n_fft: int = 2048,
+        hop_length: Optional[int] = None,
+        center: bool = True,
+        normalized: bool = False,
+        pad_mode: str = "reflect",
+    ) -> None:
+        super().__init__(n_fft, hop_length, center, normalized)
+        self.pad_mode = pad_mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return stft(x, self.n_fft, self.hop_length, window=self.window, center=self.center)
+        return stft(x, self.n_fft, self.hop_length, window=self.window, center=self.center, pad_mode=self.pad_mode,
+                    normalized=self.normalized)
 
     def num_frames(self, length: int) -> int:
         """Frames produced for ``length`` input samples."""
@@ -261,30 +278,20 @@ class STFT(nn.Module):
         return 1 + (length - self.n_fft) // self.hop_length
 
     def extra_repr(self) -> str:
-        return f"n_fft={self.n_fft}, hop_length={self.hop_length}, center={self.center}"
+        return super().extra_repr() + (f", pad_mode={self.pad_mode!r}" if self.pad_mode != "reflect" else "")
 
 
-class ISTFT(nn.Module):
-    """:func:`istft` as a module, the inverse of :class:`STFT` with the same arguments.
+class ISTFT(_Transform):
+    """:func:`istft` as a module, the inverse of :class:`STFT` with the same ``n_fft``, ``hop_length``,
+    ``center`` and ``normalized``.
 
     Shapes:
         complex ``(..., n_fft // 2 + 1, frames)`` and ``length`` -> ``(..., length)``.
     """
 
-    window: torch.Tensor
-
-    def __init__(self, n_fft: int = 2048, hop_length: Optional[int] = None, center: bool = True) -> None:
-        super().__init__()
-        self.n_fft = int(n_fft)
-        self.hop_length = int(hop_length) if hop_length is not None else self.n_fft // 4
-        self.center = center
-        self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
-
     def forward(self, X: torch.Tensor, length: int) -> torch.Tensor:
-        return istft(X, self.n_fft, self.hop_length, length, window=self.window, center=self.center)
-
-    def extra_repr(self) -> str:
-        return f"n_fft={self.n_fft}, hop_length={self.hop_length}, center={self.center}"
+        return istft(X, self.n_fft, self.hop_length, length, window=self.window, center=self.center,
+                     normalized=self.normalized)
 
 
 def next_fast_len(n: int) -> int:

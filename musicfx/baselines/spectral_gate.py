@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from musicfx.audio.spectral import istft, stft
 from musicfx.errors import AudioError
 
 __all__ = ["spectral_gate", "estimate_noise_psd", "SpectralGate"]
@@ -47,11 +48,6 @@ __all__ = ["spectral_gate", "estimate_noise_psd", "SpectralGate"]
 _SILENCE_DB = -100.0
 #: Floor of the noise PSD (in squared-amplitude units), so silence yields gains, not 0/0.
 _PSD_FLOOR = 1e-20
-
-
-@functools.lru_cache(maxsize=16)
-def _hann(n_fft: int, device: torch.device) -> Tensor:
-    return torch.hann_window(n_fft, device=device)
 
 
 def _check(audio: Tensor, n_fft: int, hop_length: int, noise_percentile: float) -> None:
@@ -63,17 +59,6 @@ def _check(audio: Tensor, n_fft: int, hop_length: int, noise_percentile: float) 
         raise ValueError(f"hop_length must be in [1, n_fft={n_fft}], got {hop_length}")
     if not 0.0 < noise_percentile < 100.0:
         raise ValueError(f"noise_percentile must be in (0, 100), got {noise_percentile}")
-
-
-def _stft(x: Tensor, n_fft: int, hop_length: int) -> Tensor:
-    """``(rows, time)`` float32 -> complex ``(rows, n_fft // 2 + 1, frames)``."""
-    # Reflection keeps the edge frames as loud as the signal (zero padding would make them look like
-    # low-noise frames); it needs more samples than half a window, so very short chunks fall back to zeros.
-    pad_mode = "reflect" if x.shape[-1] > n_fft // 2 else "constant"
-    return torch.stft(
-        x, n_fft, hop_length, window=_hann(n_fft, x.device), center=True, pad_mode=pad_mode,
-        return_complex=True,
-    )
 
 
 def _smoothing_frames(sample_rate: int, hop_length: int, ms: float) -> int:
@@ -217,7 +202,9 @@ def estimate_noise_psd(
     """
     _check(audio, n_fft, hop_length, noise_percentile)
     lead, length = audio.shape[:-1], audio.shape[-1]
-    spec = _stft(audio.reshape(-1, length).float(), n_fft, hop_length)
+    # Reflection padding (stft's default) keeps the edge frames as loud as the signal; zeros would make them
+    # look like low-noise frames.
+    spec = stft(audio.reshape(-1, length).float(), n_fft, hop_length)
     psd = _noise_psd_from_power(
         spec.real.square() + spec.imag.square(),
         n_fft,
@@ -312,7 +299,7 @@ def spectral_gate(
         raise ValueError(f"dd_alpha must be in [0, 1), got {dd_alpha}")
     lead, length = audio.shape[:-1], audio.shape[-1]
     x = audio.reshape(-1, length).float()
-    spec = _stft(x, n_fft, hop_length)
+    spec = stft(x, n_fft, hop_length)
     power = spec.real.square() + spec.imag.square()
     if noise_psd is None:
         psd = _noise_psd_from_power(
@@ -334,8 +321,7 @@ def spectral_gate(
     gain = _smooth_gain(
         gain, int(round(smooth_hz / bin_hz)), int(round(smooth_ms * 1e-3 * sample_rate / hop_length))
     )
-    window = _hann(n_fft, x.device)
-    out = torch.istft(spec * gain, n_fft, hop_length, window=window, center=True, length=length)
+    out = istft(spec * gain, n_fft, hop_length, length)
     return out.reshape(*lead, length).to(audio.dtype)
 
 

@@ -67,7 +67,7 @@ def _features(args: argparse.Namespace) -> int:
         raise MusicfxError(f"{output}: exists; pass --overwrite to replace it")
     if not Path(args.root).is_dir():
         raise MusicfxError(f"{args.root}: no such dataset folder")
-    from musicfx.fxnorm.features import compute_features
+    from musicfx.fxnorm.dataset import compute_features
 
     features = compute_features(args.root, stems=args.stems, sample_rate=args.sample_rate, workers=args.workers,
                                 progress=not args.quiet, sequential=not args.single_pass)

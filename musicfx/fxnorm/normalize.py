@@ -51,16 +51,22 @@ import os
 import shutil
 import warnings
 import zlib
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from musicfx.audio.fx import compressor, compressor_gain_db, fft_reverb, fir_filter, parametric_eq
+from musicfx.audio.io import AUDIO_EXTENSIONS, atomic_path, read_audio, write_audio
 from musicfx.audio.loudness import normalize_loudness
 from musicfx.audio.spectral import fft_frequencies, istft, stft
+from musicfx.data.impulse_responses import read_impulse_responses
+from musicfx.data.multitrack import find_songs
+from musicfx.data.sources import list_audio_files
 from musicfx.errors import DataError, MusicfxError
 from musicfx.fxnorm.features import (
     DEFAULT_EQ_SMOOTH_HZ,
@@ -133,15 +139,8 @@ class NormalizeOptions:
 @functools.lru_cache(maxsize=4)
 def _impulse_responses(folder: str, sample_rate: int) -> Tuple[torch.Tensor, ...]:
     """Every audio file under ``folder`` at ``sample_rate``, scaled to unit energy (cached per process)."""
-    from musicfx.audio.io import read_audio
-    from musicfx.data.sources import list_audio_files
-
-    files = list_audio_files(folder)
-    if not files:
-        raise DataError(f"{folder}: no impulse responses (audio files) in this folder")
     responses = []
-    for path in files:
-        ir, _ = read_audio(path, sample_rate=sample_rate)
+    for path, ir in read_impulse_responses(folder, sample_rate):
         energy = float(ir.double().square().sum())
         if energy == 0.0:
             raise DataError(f"{path}: impulse response is silent")
@@ -440,7 +439,7 @@ def normalize_stem(
     Args:
         audio: ``(channels, time)`` at ``sample_rate``.
         stem: stem type, a key of ``features`` (``vocals``, ``drums``, ``bass``, ``other``).
-        features: dataset-average targets (:func:`~musicfx.fxnorm.features.compute_features` or
+        features: dataset-average targets (:func:`~musicfx.fxnorm.dataset.compute_features` or
             :meth:`FxNormFeatures.builtin() <musicfx.fxnorm.features.FxNormFeatures.builtin>`).
         sample_rate: must equal ``features.config.sample_rate``.
         ir_folder: impulse responses for the reverb stage; ``None`` skips it.
@@ -501,7 +500,6 @@ def _file_signature(path: Path) -> Dict[str, Union[str, int]]:
 def _ir_signature(ir_folder: Optional[PathLike]) -> Optional[List[Dict[str, Union[str, int]]]]:
     if ir_folder is None:
         return None
-    from musicfx.data.sources import list_audio_files
 
     folder = Path(ir_folder)
     if not folder.is_dir():
@@ -523,9 +521,6 @@ class _SongJob:
 
 
 def _song_jobs(root: Path, output: Path, stems: Sequence[str], params: Dict[str, object]) -> List[_SongJob]:
-    from musicfx.audio.io import AUDIO_EXTENSIONS
-    from musicfx.data.multitrack import find_songs
-
     songs = find_songs(root, stems)
     if not songs:
         raise DataError(f"{root}: no song folders holding any of {', '.join(stems)} (.wav, .flac, ...)")
@@ -559,8 +554,6 @@ def _read_manifest(folder: Path) -> Optional[Dict[str, object]]:
 
 
 def _write_manifest(folder: Path, manifest: Mapping[str, object]) -> None:
-    from musicfx.audio.io import atomic_path
-
     with atomic_path(folder / MANIFEST_NAME) as tmp:
         Path(tmp).write_text(json.dumps(manifest, indent=1, sort_keys=True))
 
@@ -569,8 +562,6 @@ def _normalize_song(
     job: _SongJob, features: FxNormFeatures, ir_folder: Optional[str], options: NormalizeOptions
 ) -> List[str]:
     """Normalise and write one song (worker side); returns notes about skipped stems."""
-    from musicfx.audio.io import atomic_path, read_audio, write_audio
-
     job.out.mkdir(parents=True, exist_ok=True)
     # Marks the folder as ours before any output appears, so an interrupted run is redone, not refused.
     _write_manifest(job.out, dict(job.manifest, complete=False))
@@ -677,8 +668,6 @@ def normalize_dataset(
 
 def _run_jobs(jobs: Sequence[_SongJob], features: FxNormFeatures, ir_folder: Optional[str],
               options: NormalizeOptions, workers: Optional[int], progress: bool):
-    from tqdm import tqdm
-
     if workers is None:
         workers = os.cpu_count() or 1
     workers = max(0, min(int(workers), len(jobs)))
@@ -687,7 +676,6 @@ def _run_jobs(jobs: Sequence[_SongJob], features: FxNormFeatures, ir_folder: Opt
         for job in tqdm(jobs, **bar):
             yield _normalize_song(job, features, ir_folder, options)
         return
-    from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
         futures = [pool.submit(_normalize_song, job, features, ir_folder, options) for job in jobs]

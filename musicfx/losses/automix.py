@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from musicfx.audio.loudness import LOUDNESS_OFFSET, default_channel_weights, integrated_loudness, k_weighting
 from musicfx.audio.spectral import fft_frequencies, hann_window, stft
+from musicfx.metrics.reduction import check_reduction, reduce
 
 __all__ = ["a_weighting", "StereoSTFTLoss", "LoudnessLoss", "AutomixLoss"]
 
@@ -47,19 +48,8 @@ _A_F3 = 737.86223
 _A_F4 = 12194.217
 
 
-def _reduce(values: Tensor, reduction: str) -> Tensor:
-    if reduction == "mean":
-        return values.mean()
-    if reduction == "sum":
-        return values.sum()
-    if reduction == "none":
-        return values
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
-def _check_reduction(reduction: str) -> None:
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
 def _a_response(f: Tensor) -> Tensor:
@@ -231,7 +221,7 @@ class LoudnessLoss(nn.Module):
 
     def __init__(self, sample_rate: int, reduction: str = "mean", floor_lufs: float = -120.0) -> None:
         super().__init__()
-        _check_reduction(reduction)
+        check_reduction(reduction)
         self.sample_rate = sample_rate
         self.reduction = reduction
         self.floor_lufs = floor_lufs
@@ -272,7 +262,7 @@ class LoudnessLoss(nn.Module):
         Returns:
             ``|L(estimate) - L(target)|`` in LU, reduced.
         """
-        return _reduce(self.loudness_difference(estimate, target).abs(), self.reduction)
+        return reduce(self.loudness_difference(estimate, target).abs(), self.reduction)
 
 
 class AutomixLoss(nn.Module):

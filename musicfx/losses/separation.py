@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from musicfx.audio.spectral import magnitude, stft
+from musicfx.metrics.reduction import check_reduction, reduce
 
 __all__ = [
     "AdversarialLoss",
@@ -24,20 +25,8 @@ __all__ = [
 ]
 
 
-def _reduce(per_example: Tensor, reduction: str) -> Tensor:
-    if reduction == "mean":
-        return per_example.mean()
-    if reduction == "sum":
-        return per_example.sum()
-    if reduction == "none":
-        return per_example
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
-def _check_reduction(reduction: str) -> str:
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    return reduction
 
 
 def _check_same_shape(estimate: Tensor, target: Tensor, what: str) -> None:
@@ -68,7 +57,7 @@ class MagnitudeLoss(nn.Module):
         self.kind = kind
         self.n_fft = n_fft
         self.hop_length = hop_length
-        self.reduction = _check_reduction(reduction)
+        self.reduction = check_reduction(reduction)
 
     def forward(self, estimate: Tensor, target: Tensor) -> Tensor:
         _check_same_shape(estimate, target, "MagnitudeLoss")
@@ -77,7 +66,7 @@ class MagnitudeLoss(nn.Module):
             ref = magnitude(stft(target.float(), self.n_fft, self.hop_length))
             error = est - ref
             error = error.abs() if self.kind == "l1" else error.square()
-            return _reduce(error.flatten(1).mean(dim=1), self.reduction)
+            return reduce(error.flatten(1).mean(dim=1), self.reduction)
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, n_fft={self.n_fft}, hop_length={self.hop_length}, reduction={self.reduction!r}"
@@ -128,7 +117,7 @@ class MaskBCELoss(nn.Module):
         if not 0.0 < eps < 0.5:
             raise ValueError(f"eps must be in (0, 0.5), got {eps}")
         self.eps = eps
-        self.reduction = _check_reduction(reduction)
+        self.reduction = check_reduction(reduction)
 
     def forward(self, masks: Tensor, targets: Tensor) -> Tensor:
         _check_same_shape(masks, targets, "MaskBCELoss")
@@ -136,7 +125,7 @@ class MaskBCELoss(nn.Module):
             labels = ideal_binary_mask(targets)
             # F.binary_cross_entropy refuses to run under autocast; autocast is off here and inputs are float32.
             bce = F.binary_cross_entropy(masks.float().clamp(self.eps, 1.0 - self.eps), labels, reduction="none")
-            return _reduce(bce.flatten(1).mean(dim=1), self.reduction)
+            return reduce(bce.flatten(1).mean(dim=1), self.reduction)
 
 
 class AdversarialLoss(nn.Module):
@@ -159,7 +148,7 @@ class AdversarialLoss(nn.Module):
         if kind not in ("lsgan", "hinge"):
             raise ValueError(f"kind must be 'lsgan' or 'hinge', got {kind!r}")
         self.kind = kind
-        self.reduction = _check_reduction(reduction)
+        self.reduction = check_reduction(reduction)
 
     def generator(self, fake_logits: Tensor) -> Tensor:
         """Loss of the generator, which wants its outputs judged real.
@@ -172,7 +161,7 @@ class AdversarialLoss(nn.Module):
         """
         fake = fake_logits.float()
         loss = 0.5 * (fake - 1.0).square() if self.kind == "lsgan" else -fake
-        return _reduce(loss, self.reduction)
+        return reduce(loss, self.reduction)
 
     def discriminator(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         """Loss of the discriminator, which wants real stems scored high and generated ones low.
@@ -189,7 +178,7 @@ class AdversarialLoss(nn.Module):
             loss = 0.5 * ((real - 1.0).square() + fake.square())
         else:
             loss = F.relu(1.0 - real) + F.relu(1.0 + fake)
-        return _reduce(loss, self.reduction)
+        return reduce(loss, self.reduction)
 
     def forward(self, fake_logits: Tensor) -> Tensor:
         """Same as :meth:`generator`, so the module can stand where a generator loss is expected."""
@@ -214,7 +203,7 @@ class MixtureConsistencyLoss(nn.Module):
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
-        self.reduction = _check_reduction(reduction)
+        self.reduction = check_reduction(reduction)
 
     def forward(self, estimates: Tensor, mix: Tensor) -> Tensor:
         if estimates.dim() != mix.dim() + 1 or estimates.shape[:1] + estimates.shape[2:] != mix.shape:
@@ -223,4 +212,4 @@ class MixtureConsistencyLoss(nn.Module):
                 f"for mix {tuple(mix.shape)}"
             )
         error = (estimates.float().sum(dim=1) - mix.float()).abs()
-        return _reduce(error.flatten(1).mean(dim=1), self.reduction)
+        return reduce(error.flatten(1).mean(dim=1), self.reduction)

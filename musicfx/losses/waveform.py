@@ -6,15 +6,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from musicfx.metrics.reduction import reduce
 
-def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return values.mean()
-    if reduction == "sum":
-        return values.sum()
-    if reduction == "none":
-        return values
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
 
 
 class WaveformLoss(nn.Module):
@@ -35,7 +29,7 @@ class WaveformLoss(nn.Module):
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         error = (estimate.float() - target.float())
         error = error.abs() if self.kind == "l1" else error.square()
-        return _reduce(error.flatten(1).mean(dim=1), self.reduction)
+        return reduce(error.flatten(1).mean(dim=1), self.reduction)
 
 
 class MultiResolutionSTFTLoss(nn.Module):
@@ -57,6 +51,7 @@ class MultiResolutionSTFTLoss(nn.Module):
         reduction: str = "mean",
     ) -> None:
         super().__init__()
+        # why: auraloss takes seconds to import (scipy), and only this loss needs it.
         import auraloss
 
         self.stft = auraloss.freq.MultiResolutionSTFTLoss(
@@ -125,4 +120,4 @@ class SISDRLoss(nn.Module):
         projection = scale * target
         ratio = projection.square().sum(-1) / ((estimate - projection).square().sum(-1) + self.eps)
         per_signal = -10 * torch.log10(ratio + self.eps)
-        return _reduce(per_signal.reshape(batch, -1).mean(dim=1), self.reduction)
+        return reduce(per_signal.reshape(batch, -1).mean(dim=1), self.reduction)

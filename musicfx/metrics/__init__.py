@@ -3,6 +3,7 @@
 All are plain torch functions over ``(..., [sources,] channels, time)`` that run on any device;
 museval itself is never imported.
 """
+from musicfx.metrics import aggregate, leakage, sdr
 from musicfx.metrics.aggregate import (
     AGGREGATIONS,
     SeparationScores,
@@ -21,19 +22,4 @@ from musicfx.metrics.sdr import (
     window_frames,
 )
 
-__all__ = [
-    "museval_sdr",
-    "window_frames",
-    "usdr",
-    "snr",
-    "si_sdr",
-    "si_sdr_improvement",
-    "REDUCTIONS",
-    "nanmedian",
-    "aggregate_windows",
-    "aggregate_tracks",
-    "AGGREGATIONS",
-    "SeparationScores",
-    "inter_track_coherence",
-    "leakage_score",
-]
+__all__ = [*sdr.__all__, *aggregate.__all__, *leakage.__all__]

@@ -18,6 +18,8 @@ from typing import Tuple
 
 import torch
 
+from musicfx.metrics.reduction import REDUCTIONS, reduce
+
 __all__ = [
     "museval_sdr",
     "window_frames",
@@ -29,7 +31,6 @@ __all__ = [
 ]
 
 #: Values accepted by the ``reduction`` argument of :func:`si_sdr` and :func:`si_sdr_improvement`.
-REDUCTIONS: Tuple[str, ...] = ("none", "mean", "sum")
 
 
 def _check_pair(estimate: torch.Tensor, reference: torch.Tensor, min_dim: int, layout: str) -> None:
@@ -172,14 +173,6 @@ def usdr(estimates: torch.Tensor, references: torch.Tensor, eps: float = 1e-7) -
     return snr(estimates, references, eps=eps)
 
 
-def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "none":
-        return values
-    if reduction == "mean":
-        return values.mean()
-    if reduction == "sum":
-        return values.sum()
-    raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
 def si_sdr(
@@ -221,7 +214,7 @@ def si_sdr(
     target = dot / (reference_energy + eps) * reference
     noise = estimate - target
     values = 10.0 * torch.log10((target.square().sum(dim=-1) + eps) / (noise.square().sum(dim=-1) + eps))
-    return _reduce(values, reduction)
+    return reduce(values, reduction)
 
 
 def si_sdr_improvement(
@@ -250,4 +243,4 @@ def si_sdr_improvement(
     improvement = si_sdr(estimate, reference, "none", zero_mean, eps) - si_sdr(
         mixture, reference, "none", zero_mean, eps
     )
-    return _reduce(improvement, reduction)
+    return reduce(improvement, reduction)

@@ -12,7 +12,9 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
-__all__ = ["eca_kernel_size", "ECA", "ResidualECABlock2d", "SupervisedAttention2d"]
+from musicfx.errors import AudioError
+
+__all__ = ["eca_kernel_size", "ECA", "ResidualECABlock2d", "SupervisedAttention2d", "check_mix", "check_tracks"]
 
 
 def eca_kernel_size(channels: int, gamma: float = 2.0, b: float = 1.0) -> int:
@@ -145,18 +147,29 @@ class SupervisedAttention2d(nn.Module):
         return self.to_features(features) * gate + features, estimate
 
 
+def _check_input(x: Tensor, rows: int, model: str, what: str, hint: str) -> None:
+    """A non-empty ``(batch, rows, time)`` input, or an AudioError naming ``model`` and both shapes."""
+    if x.dim() != 3 or x.shape[1] != rows:
+        raise AudioError(f"{model} expects {what} shaped (batch, {rows}, time), got {tuple(x.shape)}; {hint}")
+    if x.shape[-1] < 1:
+        raise AudioError(f"{model} got empty audio (0 samples)")
+
+
 def check_mix(mix: Tensor, channels: int, model: str) -> None:
     """The input check every separator shares: a non-empty ``(batch, channels, time)`` mix.
 
     Raises:
         AudioError: naming ``model``, the expected and the actual shape.
     """
-    from musicfx.errors import AudioError
+    _check_input(mix, channels, model, "a mix",
+                 "convert the channels (musicfx.audio.io.convert_channels) or build the model with matching channels")
 
-    if mix.dim() != 3 or mix.shape[1] != channels:
-        raise AudioError(
-            f"{model} expects a mix shaped (batch, {channels}, time), got {tuple(mix.shape)}; "
-            "convert the channels (musicfx.audio.io.convert_channels) or build the model with matching channels"
-        )
-    if mix.shape[-1] < 1:
-        raise AudioError(f"{model} got empty audio (0 samples)")
+
+def check_tracks(mics: Tensor, num_tracks: int, model: str) -> None:
+    """The input check every debleed model shares: non-empty microphone tracks ``(batch, num_tracks, time)``.
+
+    Raises:
+        AudioError: naming ``model``, the expected and the actual shape.
+    """
+    _check_input(mics, num_tracks, model, "microphone tracks",
+                 "build the model with num_tracks equal to the number of tracks")

@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from musicfx.audio.spectral import istft, magnitude, stft
+from musicfx.audio.spectral import ISTFT, STFT, magnitude
 from musicfx.models.blocks import check_mix
 
 __all__ = ["CNNSoftMask"]
@@ -154,7 +154,8 @@ class CNNSoftMask(nn.Module):
             dense += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
         self.dense = nn.Sequential(*dense)
         self.head = nn.Linear(widths[-1], len(self.sources) * n_bins)
-        self.register_buffer("window", torch.hann_window(n_fft, periodic=True), persistent=False)
+        self.stft = STFT(n_fft, hop_length)
+        self.istft = ISTFT(n_fft, hop_length)
 
     # ------------------------------------------------------------------ spectral front end
     def spectrogram(self, x: Tensor) -> Tensor:
@@ -166,7 +167,7 @@ class CNNSoftMask(nn.Module):
         Returns:
             complex64 ``(..., n_fft // 2 + 1, 1 + time // hop_length)``.
         """
-        return stft(x, self.n_fft, self.hop_length, window=self.window)
+        return self.stft(x)
 
     def _check(self, mix: Tensor) -> None:
         check_mix(mix, self.channels, "CNNSoftMask")
@@ -245,7 +246,7 @@ class CNNSoftMask(nn.Module):
         if not self.training:
             masks = self.apply_thresholds(masks)
         with torch.autocast(device_type=mix.device.type, enabled=False):
-            return istft(masks * spec.unsqueeze(1), self.n_fft, self.hop_length, mix.shape[-1], window=self.window)
+            return self.istft(masks * spec.unsqueeze(1), mix.shape[-1])
 
     def extra_repr(self) -> str:
         return (

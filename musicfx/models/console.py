@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from musicfx.audio import fx
-from musicfx.audio.spectral import power_to_db, spectrogram
+from musicfx.audio.spectral import STFT, magnitude, power_to_db
 
 __all__ = ["MixingConsole", "mel_filterbank"]
 
@@ -165,6 +165,7 @@ class MixingConsole(nn.Module):
         self.register_buffer("eq_freq_hz", torch.tensor(freqs, dtype=torch.float32), persistent=False)
         self.register_buffer("eq_q", torch.tensor(qs, dtype=torch.float32), persistent=False)
         self.register_buffer("mel", mel_filterbank(self.sample_rate, self.n_fft, n_mels, f_min=20.0), persistent=False)
+        self.stft = STFT(self.n_fft, self.hop_length)
 
         self.encoder = nn.Sequential(
             nn.Conv1d(2 * n_mels, hidden, 5, padding=2),
@@ -216,7 +217,7 @@ class MixingConsole(nn.Module):
             x = stems.float()
             mid = x.mean(dim=2)
             side = 0.5 * (x[:, :, 0] - x[:, :, -1])  # zero for mono stems
-            power = spectrogram(torch.stack([mid, side], dim=2), self.n_fft, self.hop_length, power=2.0)
+            power = magnitude(self.stft(torch.stack([mid, side], dim=2)), power=2.0)
             mel = torch.einsum("mf,bscft->bscmt", self.mel, power)
             db = power_to_db(mel, eps=1e-10)  # floor -100 dB
             feats = db / 25.0 + 2.0

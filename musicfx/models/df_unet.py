@@ -42,68 +42,19 @@ Size: :class:`DFUNet`.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from musicfx.errors import AudioError
+from musicfx.models.blocks import check_tracks
+from musicfx.models.track_unet import TrackSetConv1d, TrackSetUNet
 
 __all__ = ["DFUNet", "TrackSetConv1d"]
 
 
-class TrackSetConv1d(nn.Module):
-    """A 1-D convolution over time of every track, plus one of the track mean, broadcast to every track.
-
-    ``y_m = conv_own(x_m) + conv_all(mean_k x_k)``: equivariant to permuting the tracks, any number of them.
-
-    Args:
-        in_channels: feature channels in.
-        out_channels: feature channels out.
-        kernel_size: odd kernel along time.
-        dilation: dilation along time.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 5, dilation: int = 1) -> None:
-        super().__init__()
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
-        padding = dilation * (kernel_size // 2)
-        self.own = nn.Conv1d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation)
-        self.all = nn.Conv1d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False)
-
-    def forward(self, x: Tensor, tracks: int) -> Tensor:
-        """Args:
-            x: ``(batch * tracks, in_channels, time)``, the tracks of an example contiguous.
-            tracks: tracks per example.
-
-        Returns:
-            ``(batch * tracks, out_channels, time)``.
-        """
-        mean = x.view(-1, tracks, x.shape[1], x.shape[2]).mean(dim=1)
-        shared = self.all(mean)
-        own = self.own(x)
-        return (own.view(-1, tracks, *own.shape[1:]) + shared.unsqueeze(1)).view_as(own)
-
-
-class _DoubleConv(nn.Module):
-    """Two :class:`TrackSetConv1d`, each followed by batch norm and a LeakyReLU."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int, slope: float) -> None:
-        super().__init__()
-        self.conv1 = TrackSetConv1d(in_channels, out_channels, kernel_size, dilation)
-        self.norm1 = nn.BatchNorm1d(out_channels)
-        self.conv2 = TrackSetConv1d(out_channels, out_channels, kernel_size, dilation)
-        self.norm2 = nn.BatchNorm1d(out_channels)
-        self.act = nn.LeakyReLU(slope)
-
-    def forward(self, x: Tensor, tracks: int) -> Tensor:
-        x = self.act(self.norm1(self.conv1(x, tracks)))
-        return self.act(self.norm2(self.conv2(x, tracks)))
-
-
-class DFUNet(nn.Module):
+class DFUNet(TrackSetUNet):
     """Waveform U-Net with dilated filters over all microphone tracks (see the module docstring).
 
     Default configuration: 2,052,833 parameters (any number of tracks: no weight depends on it).
@@ -131,57 +82,20 @@ class DFUNet(nn.Module):
         negative_slope: float = 0.3,
         eps: float = 1e-5,
     ) -> None:
-        super().__init__()
         if num_tracks < 1:
             raise ValueError(f"num_tracks must be >= 1, got {num_tracks}")
         if len(widths) < 1 or len(dilations) != len(widths):
             raise ValueError(f"need one dilation per level, got widths={widths}, dilations={dilations}")
+        super().__init__(1, widths, bottleneck_width, kernel_size, dilations=dilations, dropout=dropout,
+                         negative_slope=negative_slope)
         self.num_tracks = num_tracks
-        self.widths = tuple(int(w) for w in widths)
         self.eps = eps
-        levels = len(self.widths)
-        inputs = (1,) + self.widths[:-1]
-        self.encoders = nn.ModuleList(
-            _DoubleConv(inputs[i], self.widths[i], kernel_size, dilations[i], negative_slope) for i in range(levels)
-        )
-        self.bottleneck = _DoubleConv(self.widths[-1], bottleneck_width, kernel_size, 1, negative_slope)
-        uppers = self.widths[1:] + (bottleneck_width,)
-        self.ups = nn.ModuleList(nn.ConvTranspose1d(uppers[i], self.widths[i], 2, stride=2) for i in range(levels))
-        self.decoders = nn.ModuleList(
-            _DoubleConv(2 * self.widths[i], self.widths[i], kernel_size, dilations[i], negative_slope)
-            for i in range(levels)
-        )
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Conv1d(self.widths[0], 1, 1)
         # Zero correction at initialisation: the untrained model passes the tracks through.
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    @property
-    def multiple(self) -> int:
-        """Lengths are padded internally to a multiple of this."""
-        return 2 ** len(self.widths)
-
     def _check(self, mics: Tensor) -> None:
-        if mics.dim() != 3 or mics.shape[1] != self.num_tracks:
-            raise AudioError(
-                f"DFUNet expects microphone tracks shaped (batch, {self.num_tracks}, time), got "
-                f"{tuple(mics.shape)}; build the model with num_tracks equal to the number of tracks"
-            )
-        if mics.shape[-1] < 1:
-            raise AudioError("DFUNet got empty audio (0 samples)")
-
-    def _network(self, x: Tensor, tracks: int) -> Tensor:
-        """The U-Net on ``(batch * tracks, 1, padded_time)``; returns the correction, same shape."""
-        skips: List[Tensor] = []
-        for encoder in self.encoders:
-            x = encoder(x, tracks)
-            skips.append(x)
-            x = self.dropout(F.max_pool1d(x, 2))
-        x = self.bottleneck(x, tracks)
-        for i in reversed(range(len(self.encoders))):
-            x = self.decoders[i](torch.cat([self.ups[i](x), skips[i]], dim=1), tracks)
-        return self.out(x)
+        check_tracks(mics, self.num_tracks, "DFUNet")
 
     def forward_train(self, mics: Tensor) -> Dict[str, Tensor]:
         """The same as :meth:`forward`, as a dictionary like the other debleed models.

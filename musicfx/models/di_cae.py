@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from musicfx.audio.spectral import istft, magnitude, stft
-from musicfx.errors import AudioError
+from musicfx.audio.spectral import ISTFT, STFT, magnitude
+from musicfx.models.blocks import check_tracks
 
 __all__ = ["DICAE", "FrameAutoencoder"]
 
@@ -138,15 +138,11 @@ class DICAE(nn.Module):
         self.autoencoders = nn.ModuleList(
             FrameAutoencoder(context * self.bins, widths, bottleneck) for _ in range(count)
         )
+        self.stft = STFT(n_fft, hop_length)
+        self.istft = ISTFT(n_fft, hop_length)
 
     def _check(self, mics: Tensor) -> None:
-        if mics.dim() != 3 or mics.shape[1] != self.num_tracks:
-            raise AudioError(
-                f"DICAE expects microphone tracks shaped (batch, {self.num_tracks}, time), got "
-                f"{tuple(mics.shape)}; build the model with num_tracks equal to the number of tracks"
-            )
-        if mics.shape[-1] < 1:
-            raise AudioError("DICAE got empty audio (0 samples)")
+        check_tracks(mics, self.num_tracks, "DICAE")
 
     def _windows(self, mag: Tensor) -> Tensor:
         """``(rows, bins, frames)`` -> ``(rows, frames + context - 1, context * bins)``, silent frames padded."""
@@ -196,7 +192,7 @@ class DICAE(nn.Module):
         with torch.autocast(device_type=device_type, enabled=False):
             x = mics.float()
             scale = x.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(self.eps) * self.magnitude_scale
-            spec = stft(x, self.n_fft, self.hop_length)  # (batch, tracks, bins, frames)
+            spec = self.stft(x)  # (batch, tracks, bins, frames)
             frames = spec.shape[-1]
             mag = magnitude(spec)
             windows = self._windows((mag / scale.unsqueeze(-1)).reshape(batch * tracks, self.bins, frames))
@@ -206,7 +202,7 @@ class DICAE(nn.Module):
             clean_mag = clean_mag * scale.unsqueeze(-1)
             # The microphone's phase (angle 0 where a bin is exactly silent).
             phase = torch.polar(torch.ones_like(mag), torch.angle(spec))
-            estimate = istft(clean_mag * phase, self.n_fft, self.hop_length, length)
+            estimate = self.istft(clean_mag * phase, length)
         return {"estimate": estimate, "magnitude": clean_mag}
 
     def forward(self, mics: Tensor) -> Tensor:

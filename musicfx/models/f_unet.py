@@ -45,68 +45,20 @@ Size: :class:`FUNet`.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from musicfx.audio.spectral import istft, magnitude, stft
-from musicfx.errors import AudioError
+from musicfx.audio.spectral import ISTFT, STFT, magnitude
+from musicfx.models.blocks import check_tracks
+from musicfx.models.track_unet import TrackSetConv2d, TrackSetUNet
 
 __all__ = ["FUNet", "TrackSetConv2d"]
 
 
-class TrackSetConv2d(nn.Module):
-    """A 3x3 convolution of every track's feature map plus one of the track mean, broadcast to every track.
-
-    ``y_m = conv_own(x_m) + conv_all(mean_k x_k)``: equivariant to permuting the tracks, any number of them.
-
-    Args:
-        in_channels: feature channels in.
-        out_channels: feature channels out.
-        kernel_size: odd kernel over frequency and time.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
-        super().__init__()
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
-        pad = kernel_size // 2
-        self.own = nn.Conv2d(in_channels, out_channels, kernel_size, padding=pad)
-        self.all = nn.Conv2d(in_channels, out_channels, kernel_size, padding=pad, bias=False)
-
-    def forward(self, x: Tensor, tracks: int) -> Tensor:
-        """Args:
-            x: ``(batch * tracks, in_channels, freq, frames)``, the tracks of an example contiguous.
-            tracks: tracks per example.
-
-        Returns:
-            ``(batch * tracks, out_channels, freq, frames)``.
-        """
-        mean = x.view(-1, tracks, *x.shape[1:]).mean(dim=1)
-        shared = self.all(mean)
-        own = self.own(x)
-        return (own.view(-1, tracks, *own.shape[1:]) + shared.unsqueeze(1)).view_as(own)
-
-
-class _DoubleConv(nn.Module):
-    """Two :class:`TrackSetConv2d`, each followed by batch norm and a LeakyReLU."""
-
-    def __init__(self, in_channels: int, out_channels: int, slope: float) -> None:
-        super().__init__()
-        self.conv1 = TrackSetConv2d(in_channels, out_channels)
-        self.norm1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = TrackSetConv2d(out_channels, out_channels)
-        self.norm2 = nn.BatchNorm2d(out_channels)
-        self.act = nn.LeakyReLU(slope)
-
-    def forward(self, x: Tensor, tracks: int) -> Tensor:
-        x = self.act(self.norm1(self.conv1(x, tracks)))
-        return self.act(self.norm2(self.conv2(x, tracks)))
-
-
-class FUNet(nn.Module):
+class FUNet(TrackSetUNet):
     """Spectrogram U-Net over all microphone tracks, one bounded mask per track (see the module docstring).
 
     Default configuration: 3,708,769 parameters (any number of tracks: no weight depends on it).
@@ -135,7 +87,6 @@ class FUNet(nn.Module):
         negative_slope: float = 0.3,
         eps: float = 1e-5,
     ) -> None:
-        super().__init__()
         if num_tracks < 1:
             raise ValueError(f"num_tracks must be >= 1, got {num_tracks}")
         if hop_length < 1 or hop_length > n_fft:
@@ -144,53 +95,21 @@ class FUNet(nn.Module):
             raise ValueError("FUNet needs at least one level")
         if mask_limit <= 1.0:
             raise ValueError(f"mask_limit must exceed 1 (the identity mask), got {mask_limit}")
+        super().__init__(2, widths, bottleneck_width, kernel_size=3, dropout=dropout, skip_dropout=True,
+                         negative_slope=negative_slope)
         self.num_tracks = num_tracks
         self.n_fft = n_fft
         self.hop_length = hop_length
-        self.widths = tuple(int(w) for w in widths)
         self.mask_limit = float(mask_limit)
         self.eps = eps
-        levels = len(self.widths)
-        inputs = (1,) + self.widths[:-1]
-        self.encoders = nn.ModuleList(_DoubleConv(inputs[i], self.widths[i], negative_slope) for i in range(levels))
-        self.bottleneck = _DoubleConv(self.widths[-1], bottleneck_width, negative_slope)
-        uppers = self.widths[1:] + (bottleneck_width,)
-        self.ups = nn.ModuleList(nn.ConvTranspose2d(uppers[i], self.widths[i], 2, stride=2) for i in range(levels))
-        self.decoders = nn.ModuleList(
-            _DoubleConv(2 * self.widths[i], self.widths[i], negative_slope) for i in range(levels)
-        )
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Conv2d(self.widths[0], 1, 1)
+        self.stft = STFT(n_fft, hop_length)
+        self.istft = ISTFT(n_fft, hop_length)
         # mask = mask_limit * sigmoid(bias) = 1 at initialisation: the untrained model passes the tracks through.
         nn.init.zeros_(self.out.weight)
         nn.init.constant_(self.out.bias, -math.log(self.mask_limit - 1.0))
 
-    @property
-    def multiple(self) -> int:
-        """Bins and frames are padded internally to a multiple of this."""
-        return 2 ** len(self.widths)
-
     def _check(self, mics: Tensor) -> None:
-        if mics.dim() != 3 or mics.shape[1] != self.num_tracks:
-            raise AudioError(
-                f"FUNet expects microphone tracks shaped (batch, {self.num_tracks}, time), got "
-                f"{tuple(mics.shape)}; build the model with num_tracks equal to the number of tracks"
-            )
-        if mics.shape[-1] < 1:
-            raise AudioError("FUNet got empty audio (0 samples)")
-
-    def _network(self, x: Tensor, tracks: int) -> Tensor:
-        """The U-Net on ``(batch * tracks, 1, freq, frames)`` (padded); returns mask logits, same shape."""
-        skips: List[Tensor] = []
-        for encoder in self.encoders:
-            x = encoder(x, tracks)
-            skips.append(x)
-            x = self.dropout(F.max_pool2d(x, 2))
-        x = self.bottleneck(x, tracks)
-        for i in reversed(range(len(self.encoders))):
-            x = self.dropout(torch.cat([self.ups[i](x), skips[i]], dim=1))
-            x = self.decoders[i](x, tracks)
-        return self.out(x)
+        check_tracks(mics, self.num_tracks, "FUNet")
 
     def forward_train(self, mics: Tensor) -> Dict[str, Tensor]:
         """Estimate the clean tracks and return the masks too.
@@ -210,7 +129,7 @@ class FUNet(nn.Module):
         with torch.autocast(device_type=device_type, enabled=False):
             x = mics.float()
             scale = x.pow(2).mean(dim=(1, 2), keepdim=True).sqrt().clamp_min(self.eps)
-            spec = stft(x / scale, self.n_fft, self.hop_length)  # (batch, tracks, bins, frames)
+            spec = self.stft(x / scale)  # (batch, tracks, bins, frames)
             bins, frames = spec.shape[-2:]
             features = torch.log1p(magnitude(spec)).reshape(batch * tracks, 1, bins, frames)
             features = F.pad(features, (0, (-frames) % self.multiple, 0, (-bins) % self.multiple))
@@ -218,7 +137,7 @@ class FUNet(nn.Module):
         with torch.autocast(device_type=device_type, enabled=False):
             logits = logits.float()[..., :bins, :frames].reshape(batch, tracks, bins, frames)
             mask = self.mask_limit * torch.sigmoid(logits)
-            estimate = istft(spec * mask, self.n_fft, self.hop_length, length) * scale
+            estimate = self.istft(spec * mask, length) * scale
         return {"estimate": estimate, "mask": mask}
 
     def forward(self, mics: Tensor) -> Tensor:

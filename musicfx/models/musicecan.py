@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from musicfx.audio.spectral import ISTFT, STFT
 from musicfx.errors import AudioError
 from musicfx.models.blocks import ResidualECABlock2d, SupervisedAttention2d
 
@@ -194,7 +195,9 @@ class MusicECAN(nn.Module):
         self.filter_stem = nn.Conv2d(in_maps, width, 3, padding=1)
         self.filter_fuse = nn.Conv2d(2 * width, width, 1)
         self.mask_head = nn.Conv2d(width, spec_channels, 3, padding=1)
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        # Zero padding (not reflection) so that any length, even shorter than n_fft // 2, is valid.
+        self.stft = STFT(n_fft, hop_length, pad_mode="constant", normalized=True)
+        self.istft = ISTFT(n_fft, hop_length, normalized=True)
         self.register_buffer("freq_maps", _frequency_encoding(self.n_bins, freq_encoding), persistent=False)
 
     # ------------------------------------------------------------------ spectral front and back ends
@@ -212,11 +215,7 @@ class MusicECAN(nn.Module):
         x = noisy.float()
         scale = x.pow(2).mean(dim=(1, 2), keepdim=True).sqrt().clamp_min(self.eps)
         x = (x / scale).reshape(batch * channels, length)
-        # Zero padding (not reflection) so that any length, even shorter than n_fft // 2, is valid.
-        z = torch.stft(
-            x, self.n_fft, self.hop_length, window=self.window, center=True, pad_mode="constant",
-            normalized=True, return_complex=True,
-        )[:, : self.n_bins]
+        z = self.stft(x)[:, : self.n_bins]
         n_frames = z.shape[-1]
         spec = torch.view_as_real(z).reshape(batch, channels, self.n_bins, n_frames, 2)
         spec = spec.permute(0, 1, 4, 2, 3).reshape(batch, 2 * channels, self.n_bins, n_frames)
@@ -239,9 +238,7 @@ class MusicECAN(nn.Module):
         spec = spec[..., :n_frames].reshape(batch, self.channels, 2, self.n_bins, n_frames)
         spec = spec.permute(0, 1, 3, 4, 2).reshape(batch * self.channels, self.n_bins, n_frames, 2)
         z = torch.view_as_complex(F.pad(spec, (0, 0, 0, 0, 0, 1)).contiguous())
-        x = torch.istft(
-            z, self.n_fft, self.hop_length, window=self.window, center=True, normalized=True, length=length
-        )
+        x = self.istft(z, length)
         return x.reshape(batch, self.channels, length) * scale
 
     def _apply_mask(self, raw: Tensor, spec: Tensor) -> Tensor:

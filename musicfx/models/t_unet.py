@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from musicfx.errors import AudioError
+from musicfx.models.blocks import check_tracks
 
 __all__ = ["TUNet", "ExchangeableMatrixLayer", "pair_statistics", "unmix"]
 
@@ -189,13 +189,7 @@ class TUNet(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def _check(self, mics: Tensor) -> None:
-        if mics.dim() != 3 or mics.shape[1] != self.num_tracks:
-            raise AudioError(
-                f"TUNet expects microphone tracks shaped (batch, {self.num_tracks}, time), got "
-                f"{tuple(mics.shape)}; build the model with num_tracks equal to the number of tracks"
-            )
-        if mics.shape[-1] < 1:
-            raise AudioError("TUNet got empty audio (0 samples)")
+        check_tracks(mics, self.num_tracks, "TUNet")
 
     def _features(self, mics: Tensor) -> Tensor:
         """Pair statistics of every encoder level plus a diagonal indicator, ``(batch, C, tracks, tracks)``."""

@@ -2,13 +2,16 @@
 
 Each builder pairs a CPU-side ``draw(generator)`` of one example's scalar scene parameters with a batched
 ``forward`` that renders the scenes on the device (in the datamodule's ``on_after_batch_transfer``).
-Randomness inside ``forward`` comes from the counter-based hashes of :mod:`musicfx.synth.random`, keyed by
+Randomness inside ``forward`` comes from the counter-based hashes of :mod:`musicfx.rng`, keyed by
 per-example seeds, so that an example's scene does not depend on the batch it lands in.
+
+:mod:`~musicfx.synth.rooms` simulates the rooms (impulse responses) the bleed and console scenes use.
+Nothing here reads files: recorded impulse responses and the room bank's cache come through
+:mod:`musicfx.data.impulse_responses`.
 """
 from .bleed import BleedSynth
 from .console import RandomConsole
 from .noise import NOISE_CATEGORIES, NoiseSynth, mix_at_snr, synthesize
-from .random import derive_seeds, hash_normal, hash_uniform
 from .remix import ChannelSwap, RandomGain, Remix, RemixAugment, Shift, SignFlip
 
 __all__ = [
@@ -24,7 +27,4 @@ __all__ = [
     "NoiseSynth",
     "mix_at_snr",
     "synthesize",
-    "derive_seeds",
-    "hash_normal",
-    "hash_uniform",
 ]

@@ -7,12 +7,13 @@ kinds (after Rajesh & Rajan, WASPAA 2023):
 * ``linear``: ``mics = A @ sources`` with a random M x M matrix per example, diagonal ``U(diagonal)`` and
   off-diagonal ``U(off_diagonal)`` (the seed's ``U(0.6, 1)`` and ``U(0.05, 0.31)``).
 * ``convolutive``: source ``j`` reaches microphone ``i`` through ``A_ij`` times a delay ``U(0, max_delay_ms)``
-  (0 for the own microphone) and a room impulse response: recorded IRs from ``ir_folder`` (aligned so the
-  peak, taken as the direct sound, is 1 at sample 0) or :func:`musicfx.audio.rooms.synthetic_rir` (one RT60
-  per example for all pairs, as in one room; direct-to-reverberant ratio ``U(6, 18)`` dB for the own
-  microphone, ``U(-3, 9)`` dB for the others).
+  (0 for the own microphone) and a room impulse response: recorded IRs given as ``impulse_responses``
+  (aligned so the peak, taken as the direct sound, is 1 at sample 0, as
+  :func:`musicfx.data.impulse_responses.load_impulse_responses` reads them) or
+  :func:`musicfx.synth.rooms.synthetic_rir` (one RT60 per example for all pairs, as in one room;
+  direct-to-reverberant ratio ``U(6, 18)`` dB for the own microphone, ``U(-3, 9)`` dB for the others).
 * ``room``: sources and close microphones in a simulated shoebox room, responses from a
-  :class:`musicfx.audio.rooms.RoomIRBank` (source ``j`` to microphone ``i``); microphone ``i`` is scaled by
+  :class:`musicfx.synth.rooms.RoomIRBank` (source ``j`` to microphone ``i``); microphone ``i`` is scaled by
   ``A_ii / g_ii`` (``g_ii`` the gain of its own source's direct path), so that its own direct sound has
   amplitude ``A_ii``; the geometry sets the bleed.
 
@@ -35,18 +36,17 @@ Levels are not normalised: mics can exceed 1 (rows of ``A`` sum to up to ~1.9); 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from musicfx.audio.rooms import RoomIRBank, direct_path_ir, synthetic_rir
 from musicfx.audio.spectral import fft_convolve
+from musicfx.errors import ConfigError
+from musicfx.rng import derive_seeds
+from musicfx.synth.rooms import RoomIRBank, direct_path_ir, synthetic_rir
 
-from .random import derive_seeds
-
-__all__ = ["BLEED_KINDS", "TARGETS", "BleedSynth", "load_impulse_responses"]
+__all__ = ["BLEED_KINDS", "TARGETS", "BleedSynth"]
 
 BLEED_KINDS: Tuple[str, ...] = ("linear", "convolutive", "room")
 TARGETS: Tuple[str, ...] = ("source", "direct")
@@ -57,41 +57,14 @@ _OWN_DRR_DB, _CROSS_DRR_DB = (6.0, 18.0), (-3.0, 9.0)
 _SALT_IRS = 31
 
 
-def load_impulse_responses(folder: Union[str, Path], sample_rate: int, length: int) -> Tensor:
-    """Every audio file below ``folder`` as a mono impulse response aligned on its direct sound.
-
-    Each file is read once (first channel), resampled, cut so that its largest sample (taken as the direct
-    sound) comes first, scaled to make that sample 1, and cut or zero-padded to ``length`` samples.
-
-    Args:
-        folder: a folder of impulse responses (any format :func:`musicfx.audio.io.read_audio` reads).
-        sample_rate: Hz.
-        length: samples per response.
-
-    Returns:
-        (N, length) float32.
-
-    Raises:
-        DataError: no audio file below ``folder``.
-        AudioError: a file holds only zeros or cannot be read.
-    """
-    from musicfx.audio.io import read_audio
-    from musicfx.data.sources import list_audio_files
-    from musicfx.errors import AudioError, DataError
-
-    files = list_audio_files(folder)
-    if not files:
-        raise DataError(f"{folder}: no audio files to use as impulse responses")
-    irs = torch.zeros(len(files), length)
-    for row, path in enumerate(files):
-        audio, _ = read_audio(path, sample_rate=sample_rate)
-        ir = audio[0]
-        peak = int(ir.abs().argmax())
-        if ir[peak] == 0:
-            raise AudioError(f"{path}: impulse response is silent")
-        ir = ir[peak : peak + length] / ir[peak]
-        irs[row, : ir.shape[0]] = ir
-    return irs
+def _fit_length(irs: Tensor, length: int) -> Tensor:
+    """(N, samples) responses cut or zero-padded to (N, length) float32."""
+    if irs.dim() != 2 or irs.shape[0] < 1:
+        raise ValueError(f"impulse_responses must be (N, samples) with N >= 1, got shape {tuple(irs.shape)}")
+    out = torch.zeros(irs.shape[0], length)
+    keep = min(length, irs.shape[1])
+    out[:, :keep] = irs[:, :keep].float()
+    return out
 
 
 def _check_range(name: str, bounds: Sequence[float]) -> Tuple[float, float]:
@@ -137,7 +110,9 @@ class BleedSynth(torch.nn.Module):
         max_delay_ms: bleed paths are delayed by ``U(0, max_delay_ms)`` (``convolutive``).
         rt60: range of the uniform reverberation time of synthetic responses, seconds (``convolutive``).
         ir_length: seconds of each impulse response (``convolutive``).
-        ir_folder: recorded impulse responses to use instead of synthetic ones (``convolutive``).
+        impulse_responses: (N, samples) recorded impulse responses, aligned on their direct sound, to use
+            instead of synthetic ones (``convolutive``); cut or zero-padded to ``ir_length``. Read a folder
+            of them with :func:`musicfx.data.impulse_responses.load_impulse_responses`.
         room_bank: a :class:`RoomIRBank` with ``num_tracks`` sources and microphones, or keyword arguments
             for one (``num_rooms`` at least); required by ``room``.
         target: ``"source"`` or ``"direct"`` (see the module docstring).
@@ -156,7 +131,7 @@ class BleedSynth(torch.nn.Module):
         max_delay_ms: float = 20.0,
         rt60: Tuple[float, float] = (0.2, 0.8),
         ir_length: float = 0.5,
-        ir_folder: Optional[str] = None,
+        impulse_responses: Optional[Tensor] = None,
         room_bank: Optional[Union[RoomIRBank, Mapping[str, Any]]] = None,
         target: str = "source",
     ) -> None:
@@ -177,8 +152,8 @@ class BleedSynth(torch.nn.Module):
         self.max_delay = int(round(max_delay_ms * 1e-3 * sample_rate))
         self.ir_length = max(1, int(round(ir_length * sample_rate)))
         self.register_buffer("file_irs", torch.zeros(0, self.ir_length), persistent=False)
-        if ir_folder is not None:
-            self.file_irs = load_impulse_responses(ir_folder, self.sample_rate, self.ir_length)
+        if impulse_responses is not None:
+            self.file_irs = _fit_length(impulse_responses, self.ir_length)
         self.bank = self._bank(room_bank) if "room" in self.kinds else None
         self.register_buffer("room_irs", torch.zeros(0, num_tracks, num_tracks, 1), persistent=False)
         self.register_buffer("room_direct", torch.zeros(0, num_tracks, num_tracks, 2), persistent=False)
@@ -186,8 +161,6 @@ class BleedSynth(torch.nn.Module):
             self.room_irs, self.room_direct = self.bank.irs, self.bank.direct
 
     def _bank(self, room_bank: Optional[Union[RoomIRBank, Mapping[str, Any]]]) -> RoomIRBank:
-        from musicfx.errors import ConfigError
-
         if room_bank is None:
             raise ConfigError("bleed kind 'room' needs room_bank: a RoomIRBank or its arguments, e.g. {num_rooms: 100}")
         if not isinstance(room_bank, RoomIRBank):

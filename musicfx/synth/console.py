@@ -5,7 +5,7 @@ effects per stem), rebuilt on :mod:`musicfx.audio.fx` so that a whole batch goes
 batched ops on any device. As with :class:`~musicfx.synth.noise.NoiseSynth`, each example's settings are
 drawn on the CPU by :meth:`RandomConsole.draw` (in the DataLoader worker, from that example's own
 ``torch.Generator``) and collated into ``(B, S)`` / ``(B, S, K)`` tensors; :meth:`RandomConsole.forward`
-renders them. The reverb's impulse responses come from :func:`musicfx.audio.rooms.synthetic_rir`, seeded
+renders them. The reverb's impulse responses come from :func:`musicfx.synth.rooms.synthetic_rir`, seeded
 per stem from the example's seed, so an example's output depends only on its parameters and seed, never on
 the rest of the batch.
 
@@ -29,8 +29,8 @@ import torch
 from torch import Tensor
 
 from musicfx.audio import fx
-from musicfx.audio.rooms import synthetic_rir
-from musicfx.synth.random import derive_seeds
+from musicfx.synth.rooms import synthetic_rir
+from musicfx.rng import derive_seeds
 
 __all__ = ["RandomConsole", "eq_band_layout"]
 

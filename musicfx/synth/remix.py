@@ -2,7 +2,7 @@
 
 Every module's ``forward(stems, seeds)`` takes the raw stems of a batch and the per-example scene seeds the
 dataset drew (:class:`~musicfx.data.multitrack.StemChunkDataset`'s ``"seed"``). Random choices come from
-:func:`~musicfx.synth.random.hash_uniform` of :func:`~musicfx.synth.random.derive_seeds` ``(seeds, salt)``,
+:func:`~musicfx.rng.hash_uniform` of :func:`~musicfx.rng.derive_seeds` ``(seeds, salt)``,
 one salt per module, so an example's shift, flips and gains depend on its own seed only: not on the other
 examples of the batch, their order, the rank or the device. :class:`Remix` is the exception by nature: it
 trades stems between the examples of a group, so its result depends on the group's seeds (all of them).
@@ -20,7 +20,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .random import derive_seeds, hash_uniform, mix64
+from musicfx.rng import derive_seeds, hash_uniform, mix64
 
 __all__ = ["ChannelSwap", "RandomGain", "Remix", "RemixAugment", "Shift", "SignFlip"]
 

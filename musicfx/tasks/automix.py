@@ -371,7 +371,7 @@ class AutomixData(MultitrackData):
     # ---------------------------------------------------------------------------------------- the scene
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         from musicfx.audio.io import convert_channels
-        from musicfx.synth.random import derive_seeds
+        from musicfx.rng import derive_seeds
 
         stems, seeds = stems_from_batch(batch)
         if stems is None:

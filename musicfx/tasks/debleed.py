@@ -238,6 +238,7 @@ class BleedData(MultitrackData):
             root, stems, sample_rate, channels, segment, batch_size, num_workers, train_examples, val_examples,
             test_examples, random_mix, silence_threshold_db, seed, cache_dir, generated_items, generated_duration,
         )
+        from musicfx.data.impulse_responses import load_impulse_responses
         from musicfx.synth.bleed import BleedSynth
         from musicfx.synth.remix import RemixAugment
 
@@ -249,7 +250,8 @@ class BleedData(MultitrackData):
         self.synth = BleedSynth(
             kind=kinds, num_tracks=len(self.stems), sample_rate=sample_rate, diagonal=tuple(diagonal),
             off_diagonal=tuple(off_diagonal), max_delay_ms=max_delay_ms, rt60=tuple(rt60), ir_length=ir_length,
-            ir_folder=ir_folder, room_bank=room_bank,
+            room_bank=room_bank, impulse_responses=None if ir_folder is None else load_impulse_responses(
+                ir_folder, sample_rate, max(1, round(ir_length * sample_rate))),
         )
         self.augment = RemixAugment(
             shift=0, group_size=remix_group_size, remix=remix, gain=tuple(gain), channel_swap=0.0, sign_flip=0.0

@@ -22,6 +22,12 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
+
+from musicfx.data.cache import default_cache_dir
+from musicfx.data.impulse_responses import load_arrays, save_arrays
+from musicfx.errors import ConfigError
+from musicfx.rng import derive_seeds, hash_normal, hash_uniform
 
 __all__ = [
     "SPEED_OF_SOUND",
@@ -108,9 +114,6 @@ def synthetic_rir(
             f"need length, channels, sample_rate >= 1 and early_reflections >= 0, got {length}, {channels}, "
             f"{sample_rate}, {early_reflections}"
         )
-    # Imported here: musicfx.synth's package imports scene builders that import this module.
-    from musicfx.synth.random import derive_seeds, hash_normal, hash_uniform
-
     batch, device = seeds.shape[0], seeds.device
     rt60 = _as_batch(rt60, batch, device, "rt60")
     if not bool(torch.all(rt60 > 0)):
@@ -166,8 +169,6 @@ def sabine_absorption(room: Sequence[float], rt60: float, speed_of_sound: float 
     Raises:
         ConfigError: ``rt60`` is shorter than the room can have even with fully absorbing walls.
     """
-    from musicfx.errors import ConfigError
-
     lx, ly, lz = (float(v) for v in room)
     volume, surface = lx * ly * lz, 2.0 * (lx * ly + lx * lz + ly * lz)
     if rt60 <= 0:
@@ -456,9 +457,6 @@ class RoomIRBank:
         self.mic_distance = (float(mic_distance[0]), float(mic_distance[1]))
         self.length = int(length) if length is not None else int(round(0.5 * sample_rate))
         self.rooms, self.rt60s, self.sources, self.microphones = self._layouts()
-
-        from musicfx.data.cache import default_cache_dir
-
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         self.cache_path = self.cache_dir / f"rooms-{self._key()}"
         loaded = self._load()
@@ -535,36 +533,20 @@ class RoomIRBank:
         return Path(f"{self.cache_path}-irs.npy"), Path(f"{self.cache_path}-direct.npy")
 
     def _load(self) -> Optional[Tuple[Tensor, Tensor]]:
-        irs_path, direct_path = self._files()
-        try:
-            irs = np.load(irs_path, allow_pickle=False)
-            direct = np.load(direct_path, allow_pickle=False)
-        except (OSError, ValueError, EOFError):  # absent, truncated or not an .npy file: compute again
+        arrays = load_arrays(self._files())
+        if arrays is None:  # absent or unreadable: compute again
             return None
+        irs, direct = arrays
         shape = (self.num_rooms, self.num_microphones, self.num_sources)
         if irs.shape != (*shape, self.length) or direct.shape != (*shape, 2) or irs.dtype != np.float32:
             return None
         return torch.from_numpy(irs), torch.from_numpy(direct.astype(np.float32))
 
     def _save(self, irs: Tensor, direct: Tensor) -> None:
-        from musicfx.audio.io import atomic_path
-        from musicfx.errors import DataError
-
-        try:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            for path, array in zip(self._files(), (irs, direct)):
-                with atomic_path(path) as temporary, open(temporary, "wb") as file:
-                    np.save(file, array.numpy(), allow_pickle=False)
-        except OSError as error:
-            raise DataError(
-                f"{self.cache_dir}: cannot write the room impulse response cache ({error.strerror or error}); "
-                "set MUSICFX_CACHE or pass cache_dir to a writable folder"
-            ) from None
+        save_arrays(self._files(), (irs.numpy(), direct.numpy()), "the room impulse response cache")
 
     # ----------------------------------------------------------------------------------------- compute
     def _compute(self, progress: bool) -> Tuple[Tensor, Tensor]:
-        from tqdm.auto import tqdm
-
         shape = (self.num_rooms, self.num_microphones, self.num_sources)
         irs = torch.empty(*shape, self.length, dtype=torch.float32)
         rooms = tqdm(range(self.num_rooms), desc="room impulse responses", unit="room", disable=not progress)
