@@ -37,10 +37,11 @@ bench:
 	$(PYTHON) benchmarks/bench_automix.py --parts console,normalize
 	$(PYTHON) benchmarks/bench_debleed.py --parts synthesis kamir
 
-# The peer libraries (Open-Unmix, Demucs) live in their own venv, never in the package's environment.
+# The peer libraries (Open-Unmix, Demucs, bs-roformer) live in their own venv, never in the package's environment.
 bench-peers:
 	bash benchmarks/peers.sh
 	.venv-peers/bin/python benchmarks/bench_separation_data.py --threads 1
+	.venv-peers/bin/python benchmarks/bench_parity.py --threads 1
 
 demo-asset:
 	$(PYTHON) tools/make_demo_asset.py

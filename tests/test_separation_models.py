@@ -17,7 +17,9 @@ from musicfx.losses.separation import (
     ideal_binary_mask,
 )
 from musicfx.losses.waveform import MultiResolutionSTFTLoss, SISDRLoss, WaveformLoss
+from musicfx.losses.papers import BSRoFormerLoss, UnmixMagnitudeLoss
 from musicfx.models.bs_roformer import BSRoFormer, RotaryEmbedding, band_split_widths
+from musicfx.models.mel_band_roformer import MelBandRoFormer, mel_band_bins
 from musicfx.models.cnn_mask import CNNSoftMask
 from musicfx.models.open_unmix import OpenUnmix, wiener
 from musicfx.models.wavegan import WaveGANDiscriminator, WaveGANGenerator, phase_shuffle
@@ -51,6 +53,13 @@ def tiny_roformer(channels: int = 2, **kwargs) -> BSRoFormer:
     options = dict(sample_rate=SR, n_fft=256, hop_length=64, dim=16, depth=1, heads=2, dim_head=8, mask_mult=2)
     options.update(kwargs)
     return BSRoFormer(channels=channels, **options)
+
+
+def tiny_mel_roformer(channels: int = 2, **kwargs) -> MelBandRoFormer:
+    options = dict(sample_rate=SR, n_fft=256, hop_length=64, num_bands=16, dim=16, depth=1, heads=2, dim_head=8,
+                   mask_mult=2)
+    options.update(kwargs)
+    return MelBandRoFormer(channels=channels, **options)
 
 
 def tiny_generator(channels: int = 2) -> WaveGANGenerator:
@@ -237,12 +246,43 @@ def test_wiener_reconstructs_the_mixture_from_oracle_magnitudes(batch):
     initial = source_error(wiener(V, X, iterations=0))
     one = source_error(wiener(V, X, iterations=1))
     assert one < 0.8 * initial
-    # Level-independent: a quiet recording is filtered exactly like a loud one.
-    quiet = wiener(V * 1e-3, X * 1e-3, iterations=1)
-    torch.testing.assert_close(quiet * 1e3, wiener(V, X, iterations=1), atol=1e-4 * X.abs().max().item(), rtol=1e-3)
+    # Open-Unmix's regularisation: loud mixtures are scaled down to a peak of 10, so any two loud levels are
+    # filtered alike; quiet ones are not scaled up (the sqrt(eps) loading then weighs more).
+    peak = X.abs().max()
+    loud, louder = (wiener(V * g / peak, X * g / peak, iterations=1) / g for g in (1e3, 1e4))
+    torch.testing.assert_close(loud, louder, atol=1e-3, rtol=1e-3)
+    quiet = wiener(V * 1e-3 / peak, X * 1e-3 / peak, iterations=1) * 1e3
+    assert (quiet - loud).abs().max() > 0.05 * loud.abs().max()
+    # Windowed filtering (Open-Unmix's wiener_win_len) is filtering each window on its own.
+    half = (X.shape[-1] + 1) // 2
+    halves = torch.cat([wiener(V[..., s], X[..., s], iterations=1) for s in (slice(0, half), slice(half, None))], -1)
+    torch.testing.assert_close(wiener(V, X, iterations=1, window=half), halves)
+    assert (wiener(V, X, iterations=1) - halves).abs().max() > 1e-3 * halves.abs().max()
     with_residual = wiener(V[:, :2], X, iterations=0, softmask=False, residual=True)
     assert with_residual.shape[1] == 3
     assert mix_error(with_residual) < 1e-10
+
+
+def test_open_unmix_eval_output_is_the_wiener_filtered_estimate(batch):
+    """Eval mode runs Open-Unmix's Wiener filter on the networks' estimates; bypassing it fails this test."""
+    torch.manual_seed(0)
+    model = tiny_umx(2, sources=("vocals", "accompaniment"), wiener_iterations=1, wiener_window=8).eval()
+    mix = batch["mix"][:1, :, :4096]
+    with torch.no_grad():
+        out = model(mix)
+        spec = model.spectrogram(mix)
+        estimates = model.estimate_magnitudes(mix)
+        filtered = wiener(estimates, spec, iterations=1, window=8)
+        initial = wiener(estimates, spec, iterations=0)
+    expected = torch.istft(filtered.reshape(-1, 129, spec.shape[-1]), 256, 64, window=torch.hann_window(256),
+                           length=mix.shape[-1]).reshape(out.shape)
+    unfiltered = torch.istft(initial.reshape(-1, 129, spec.shape[-1]), 256, 64, window=torch.hann_window(256),
+                             length=mix.shape[-1]).reshape(out.shape)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
+    assert (out - unfiltered).norm() > 1e-2 * out.norm()  # the EM step is not a no-op here
+    model.wiener_iterations = 0
+    with torch.no_grad():
+        torch.testing.assert_close(model(mix), unfiltered, atol=1e-5, rtol=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------- BS-RoFormer
@@ -298,6 +338,56 @@ def test_bs_roformer_shapes(channels, length):
         (complex_masks * model.spectrogram(mix).unsqueeze(1)).reshape(-1, 129, complex_masks.shape[-1]),
         256, 64, window=torch.hann_window(256), length=length,
     ).reshape(out.shape)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_rotary_embedding_rotates_adjacent_pairs():
+    rope = RotaryEmbedding(4, base=100.0)
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0]]).expand(3, 4)
+    out = rope(x)
+    torch.testing.assert_close(out[0], x[0])  # position 0: no rotation
+    for position in (1, 2):
+        # pair (0, 1) turns by p rad, pair (2, 3) by p / 100 ** (2 / 4) = p / 10 rad
+        for (i, j), angle in (((0, 1), float(position)), ((2, 3), position / 10.0)):
+            c, s = math.cos(angle), math.sin(angle)
+            expected = torch.tensor([x[0, i] * c - x[0, j] * s, x[0, j] * c + x[0, i] * s])
+            torch.testing.assert_close(out[position, [i, j]], expected)
+
+
+@pytest.mark.parametrize("make", [tiny_roformer, tiny_mel_roformer], ids=["bs", "mel"])
+def test_roformer_output_depends_on_the_rotary_embeddings(make, monkeypatch):
+    """Removing RoPE (the identity in its place) changes the separation: the model really uses positions."""
+    torch.manual_seed(0)
+    model = make(2, sources=("vocals", "accompaniment")).eval()
+    mix = torch.randn(1, 2, 2048) * 0.3
+    with torch.no_grad():
+        with_rope = model(mix)
+        monkeypatch.setattr(RotaryEmbedding, "forward", lambda self, x: x)
+        without = model(mix)
+    assert (without - with_rope).norm() > 1e-2 * with_rope.norm()
+
+
+def test_mel_bands_cover_every_bin_and_overlap():
+    bins, widths = mel_band_bins(2048, 44100, 60)
+    assert len(widths) == 60 and sum(widths) == len(bins)
+    assert set(bins) == set(range(1025))  # every bin in a band
+    assert len(bins) > 1025  # neighbouring triangular filters share bins
+    assert widths[0] < widths[-1]  # mel: narrow bands low, wide bands high
+    with pytest.raises(ValueError, match="no bin"):
+        mel_band_bins(64, 44100, 60)
+
+
+@pytest.mark.parametrize("channels,length", [(1, 3001), (2, 2500)])
+def test_mel_band_roformer_shapes_and_averaged_masks(channels, length):
+    torch.manual_seed(0)
+    model = tiny_mel_roformer(channels).eval()
+    mix = torch.randn(2, channels, length) * 0.3
+    out = model(mix)
+    assert out.shape == (2, 4, channels, length) and out.dtype == torch.float32
+    masks = model.forward_complex_masks(mix)
+    assert masks.shape == (2, 4, channels, 129, 1 + length // 64)
+    expected = torch.istft((masks * model.spectrogram(mix).unsqueeze(1)).reshape(-1, 129, masks.shape[-1]),
+                           256, 64, window=torch.hann_window(256), length=length).reshape(out.shape)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
 
 
@@ -430,12 +520,43 @@ def test_wavegan_generator_and_discriminator_steps(batch):
     g_opt.step()
 
 
+def test_mel_band_roformer_learns_waveforms(batch):
+    torch.manual_seed(0)
+    model = tiny_mel_roformer(2, attn_dropout=0.0, ff_dropout=0.0, sources=("vocals", "accompaniment"))
+    mix, stems = batch["mix"][..., :2048], _vocals_accompaniment(batch["stems"][..., :2048])
+    loss = WaveformLoss("l1")
+    losses = _adam_steps(model, lambda: loss(model(mix), stems), steps=6, lr=3e-3)
+    assert losses[-1] < 0.9 * losses[0], losses
+
+
+def test_bs_roformer_loss_is_waveform_l1_plus_complex_stft_l1(batch):
+    stems = batch["stems"][:, :2, :, :4096]
+    estimate = stems * 0.5 + 0.01 * torch.randn_like(stems)
+    loss = BSRoFormerLoss(windows=(512, 256), hop_length=147, min_n_fft=256)
+    expected = (estimate - stems).abs().mean()
+    for window in (512, 256):
+        def spec(x: torch.Tensor) -> torch.Tensor:
+            return torch.stft(x.reshape(-1, x.shape[-1]), window, 147, window=torch.hann_window(window),
+                              return_complex=True)
+        expected = expected + (spec(estimate) - spec(stems)).abs().mean()
+    assert loss(estimate, stems).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert loss(stems, stems).item() == pytest.approx(0.0, abs=1e-6)
+    assert BSRoFormerLoss(reduction="none")(estimate, stems).shape == (stems.shape[0],)
+
+
+def test_unmix_magnitude_loss_is_the_mse_of_magnitudes():
+    assert UnmixMagnitudeLoss.domain == "magnitude"
+    estimate, target = torch.zeros(2, 2, 1, 3, 4), torch.full((2, 2, 1, 3, 4), 2.0)
+    assert UnmixMagnitudeLoss()(estimate, target).item() == pytest.approx(4.0)
+    assert UnmixMagnitudeLoss(reduction="sum")(estimate, target).item() == pytest.approx(8.0)
+
+
 # ---------------------------------------------------------------------------------------------- precision, errors
 
 
 def test_models_reject_the_wrong_channel_count():
     mono = torch.zeros(1, 1, 1000)
-    for model in (tiny_cnn(2), tiny_umx(2), tiny_roformer(2), tiny_generator(2)):
+    for model in (tiny_cnn(2), tiny_umx(2), tiny_roformer(2), tiny_mel_roformer(2), tiny_generator(2)):
         with pytest.raises(AudioError, match="expects a mix shaped"):
             model(mono)
 
@@ -443,7 +564,7 @@ def test_models_reject_the_wrong_channel_count():
 def test_models_run_under_bf16_autocast(batch):
     torch.manual_seed(0)
     mix = batch["mix"][:1, :, :2048]
-    models = [tiny_cnn(2), tiny_umx(2), tiny_roformer(2), tiny_generator(2)]
+    models = [tiny_cnn(2), tiny_umx(2), tiny_roformer(2), tiny_mel_roformer(2), tiny_generator(2)]
     for model in models:
         model.eval()  # no dropout, so both runs see the same network (Open-Unmix: with Wiener filtering)
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -23,6 +23,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("inputs", nargs="+", help="audio files or folders")
     parser.add_argument("-o", "--output", required=True, help="output folder (one sub-folder per input)")
     parser.add_argument("--ckpt", help="separation checkpoint written by `musicfx fit`")
+    parser.add_argument("--config", metavar="YAML",
+                        help="with --ckpt: a Music-Source-Separation-Training BS-RoFormer / Mel-Band RoFormer "
+                             "checkpoint and its YAML config (bs-roformer 0.3.x layout)")
     parser.add_argument("--stem-mp4", action="store_true", help="write OUT/<name>.stem.mp4 (needs ffmpeg)")
     parser.add_argument("--segment", type=float, default=10.0, help="seconds per model call (default 10)")
     parser.add_argument("--overlap", type=float, default=0.25, help="fraction of a segment cross-faded")
@@ -97,6 +100,16 @@ def _write_stem_mp4(
         write_stem_file(target, mix, torch.stack(stems), rate, list(task.sources))
 
 
+def _load_msst_task(ckpt: str, config: str, device: object) -> object:
+    """A separation task around an MSST checkpoint (``--config``), as ``load`` gives for our own checkpoints."""
+    from musicfx.models.msst import load_msst
+    from musicfx.tasks.separate import SeparationTask
+
+    model = load_msst(ckpt, config)
+    task = SeparationTask(model, sources=model.sources, sample_rate=model.sample_rate, channels=model.channels)
+    return task.to(device).eval()
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``musicfx separate``; returns the exit status."""
     from musicfx.api import _resolve_device, load
@@ -120,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             if info.channels > 2:
                 raise AudioError(f"{path}: .stem.mp4 holds mono or stereo streams, not {info.channels} channels")
     device = _resolve_device(args.device)
-    task = load(args.ckpt, device=device)
+    task = _load_msst_task(args.ckpt, args.config, device) if args.config else load(args.ckpt, device=device)
     sources = getattr(task, "sources", None)
     if not sources:
         raise MusicfxError(f"{args.ckpt}: not a separation checkpoint (its task has no sources)")

@@ -10,6 +10,8 @@ from musicfx.models.df_unet import DFUNet
 from musicfx.models.di_cae import DICAE
 from musicfx.models.f_unet import FUNet
 from musicfx.models.fxnorm_automix import FxNormAutomix
+from musicfx.models.mel_band_roformer import MelBandRoFormer
+from musicfx.models.msst import load_msst
 from musicfx.models.musicecan import ECAUNet2d, MusicECAN
 from musicfx.models.open_unmix import OpenUnmix
 from musicfx.models.t_unet import TUNet
@@ -17,7 +19,7 @@ from musicfx.models.wave_u_net import WaveUNet
 from musicfx.models.wavegan import WaveGANDiscriminator, WaveGANGenerator
 
 __all__ = [
-    "BSRoFormer", "CNNSoftMask", "DFUNet", "DICAE", "ECA", "ECAUNet2d", "FUNet", "FxNormAutomix", "MixingConsole",
-    "MusicECAN", "OpenUnmix", "ResidualECABlock2d", "SupervisedAttention2d", "TUNet", "WaveGANDiscriminator",
-    "WaveGANGenerator", "WaveUNet", "eca_kernel_size",
+    "BSRoFormer", "CNNSoftMask", "DFUNet", "DICAE", "ECA", "ECAUNet2d", "FUNet", "FxNormAutomix", "MelBandRoFormer",
+    "MixingConsole", "MusicECAN", "OpenUnmix", "ResidualECABlock2d", "SupervisedAttention2d", "TUNet",
+    "WaveGANDiscriminator", "WaveGANGenerator", "WaveUNet", "eca_kernel_size", "load_msst",
 ]

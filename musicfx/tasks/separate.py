@@ -51,6 +51,10 @@ class SeparationTask(Task):
         optimizer, scheduler: the separator's (see :class:`~musicfx.tasks.base.Task`).
         sample_rate, channels: what the model works at.
         log_examples: validation examples logged as audio + spectrograms each validation.
+        input_statistics: Open-Unmix's statistics pass: before training, this many training batches (-1: one
+            epoch) give the per-bin mean and standard deviation of the mixture magnitudes, set as the model's
+            input normalisation (``model.set_input_statistics``) and stored in the checkpoint; skipped when
+            resuming. 0 disables it.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class SeparationTask(Task):
         sample_rate: int = 44100,
         channels: int = 2,
         log_examples: int = 1,
+        input_statistics: int = 0,
     ) -> None:
         if loss is None:
             from musicfx.losses import WaveformLoss
@@ -82,6 +87,8 @@ class SeparationTask(Task):
         self.consistency_weight = consistency_weight
         self.gan_clip = gan_clip
         self.num_logged_examples = log_examples
+        self.input_statistics = input_statistics
+        self._input_statistics: Optional[Dict[str, torch.Tensor]] = None
         if discriminator is not None:
             from musicfx.losses.separation import AdversarialLoss, MixtureConsistencyLoss
 
@@ -100,9 +107,53 @@ class SeparationTask(Task):
                 "set both to the same names in the same order"
             )
 
+    def on_fit_start(self) -> None:
+        if self.input_statistics and self._input_statistics is None:
+            self._statistics_pass()
+
+    def _statistics_pass(self) -> None:
+        """Open-Unmix's statistics pass over the training mixtures (see ``input_statistics``)."""
+        if not hasattr(self.model, "input_statistics"):
+            raise ConfigError(
+                f"input_statistics needs a model with a statistics pass; {type(self.model).__name__} has none"
+            )
+        data = self.trainer.datamodule
+        accumulator = self.model.input_statistics()
+        limit = self.input_statistics
+        if self.trainer.fast_dev_run:  # a smoke run reads as many batches here as anywhere else
+            runs = int(self.trainer.fast_dev_run)
+            limit = runs if limit < 0 else min(limit, runs)
+        for index, batch in enumerate(data.train_dataloader()):
+            if 0 <= limit <= index:
+                break
+            batch = data.on_after_batch_transfer(self._move(batch), 0)
+            accumulator.update(batch["mix"])
+        accumulator.merge(lambda total: self.trainer.strategy.reduce(total, reduce_op="sum"))
+        mean, std = accumulator.compute()
+        self.model.set_input_statistics(mean, std)
+        self._input_statistics = {"mean": mean.cpu(), "std": std.cpu()}
+
+    def _move(self, batch: Any) -> Any:
+        return self.trainer.strategy.batch_to_device(batch, self.device)
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self._input_statistics is not None:
+            checkpoint["input_statistics"] = self._input_statistics
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._input_statistics = checkpoint.get("input_statistics", self._input_statistics)
+
     def configure_optimizers(self) -> Any:
         if self.discriminator is None:
-            return super().configure_optimizers()
+            config = super().configure_optimizers()
+            if isinstance(config, dict) and isinstance(
+                config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau
+            ):
+                # Open-Unmix's schedule: decay when the validation loss stops improving, checked each epoch.
+                config["lr_scheduler"].update(interval="epoch", monitor="val/loss")
+            return config
         generator = self.optimizer_factory(self.model.parameters())
         discriminator = self.discriminator_optimizer_factory(self.discriminator.parameters())
         if self.scheduler_factory is None:
@@ -112,9 +163,12 @@ class SeparationTask(Task):
     # --------------------------------------------------------------------------------------- training
     def _supervised_loss(self, mix: torch.Tensor, stems: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """The injected loss, and the waveform estimates when it was computed from them."""
-        if getattr(self.loss, "domain", "waveform") == "mask":
+        domain = getattr(self.loss, "domain", "waveform")
+        if domain == "mask":
             masks = self.model.forward_masks(mix)
             return self.loss(masks, self.model.spectrogram(stems)), None
+        if domain == "magnitude":  # Open-Unmix: each network's own magnitude estimate against |STFT(target)|
+            return self.loss(self.model.estimate_magnitudes(mix), self.model.spectrogram(stems).abs()), None
         estimates = self.model(mix)
         return self.loss(estimates, stems), estimates
 
