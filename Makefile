@@ -9,10 +9,11 @@ install:
 	$(PYTHON) -m pip install -e ".[dev]"
 
 quickstart: install
-	$(PYTHON) -m musicfx.cli fit -c recipes/quickstart.yaml
+	$(PYTHON) -m musicfx.cli fit -c recipes/quickstart.yaml --trainer.default_root_dir $(RUN)
 	$(PYTHON) -m musicfx.cli denoise musicfx/assets/demo_noisy.flac -o $(OUT)/demo_denoised.wav \
 		--ckpt $(RUN)/checkpoints/last.ckpt --spectrogram --overwrite
 	@echo "Wrote $(OUT)/demo_denoised.wav and $(OUT)/demo_denoised.png"
+	$(PYTHON) tools/demo_improvement.py $(OUT)/demo_denoised.wav
 
 test: install
 	$(PYTHON) -m pytest -q

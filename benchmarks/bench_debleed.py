@@ -175,9 +175,9 @@ def nz_tour_clips(shared: Path, clip: float, step: float, max_clips: Optional[in
 
 def generated_clips(count: int, clip: float) -> Tuple[Tensor, List[str]]:
     """Songs of the generator's test split (seed 2), one clip each, ``(count, 4, 1, time)``."""
-    from musicfx.data.multitrack import GeneratedStems
+    from musicfx.data.sources import GeneratedMusic
 
-    source = GeneratedStems(num_items=count, duration=clip, sample_rate=RATE, channels=1, seed=2, stems=TRACKS)
+    source = GeneratedMusic(num_items=count, duration=clip, sample_rate=RATE, channels=1, seed=2, stems=TRACKS)
     frames = int(round(clip * RATE))
     return torch.stack([source.read(i, 0, frames) for i in range(count)]), [source.name(i) for i in range(count)]
 

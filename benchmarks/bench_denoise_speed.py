@@ -49,6 +49,7 @@ from common import (
     machine_line,
     markdown_table,
     recipe_data_args,
+    recipe_format,
     recipe_model,
     save_untrained_checkpoint,
     synchronize,
@@ -190,8 +191,8 @@ def _task(recipe: Mapping[str, Any], model: torch.nn.Module):
     kwargs: Dict[str, Any] = {
         "model": model,
         "loss": instantiate(spec["loss"]) if "loss" in spec else None,
-        "sample_rate": spec.get("sample_rate", RATE),
-        "channels": spec.get("channels", 1),
+        "sample_rate": spec.get("sample_rate"),  # None: the network declares it
+        "channels": spec.get("channels"),
         "log_examples": 0,
     }
     if "intermediate_weight" in spec:
@@ -285,7 +286,7 @@ def bench_inference(
     warm = write_test_file(folder / "warmup.wav", 1.0)
     runs: Dict[str, Any] = {}
     for name, recipe in recipes.items():
-        spec = recipe["model"]["init_args"]
+        spec = recipe_format(recipe)
         model = recipe_model(recipe).eval().to(device)
         runs[name] = (model, spec.get("sample_rate", RATE), spec.get("channels", 1))
     if device.type == "cpu":  # the gate is a CPU baseline; on CUDA only the models are timed

@@ -111,7 +111,8 @@ def build_task(name: str, model_overrides: Mapping[str, Any], discriminator_over
     kwargs: Dict[str, Any] = {
         "model": common.instantiate(spec["model"], **model_overrides),
         "loss": common.instantiate(spec["loss"]) if "loss" in spec else None,
-        "sources": spec["sources"], "sample_rate": spec["sample_rate"], "channels": spec["channels"],
+        # None: the network declares them (recipes state them once, on the model).
+        "sources": spec.get("sources"), "sample_rate": spec.get("sample_rate"), "channels": spec.get("channels"),
         "log_examples": 0,
     }
     if "discriminator" in spec:

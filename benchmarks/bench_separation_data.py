@@ -5,13 +5,13 @@ other}.wav``, 44.1 kHz stereo 16-bit) made from the real SiSEC 2011 "Ultimate NZ
 ``shared/data`` (other = guitar + synth), replicated into ``--songs`` songs, each rotated to its own start
 and with its own per-stem gains, so that there is something to remix. Each pipeline turns those files into
 training mixes of ``--segment`` seconds, ``--batch`` per batch, through a ``DataLoader`` with 0 and 2
-workers (the same settings for all: :func:`musicfx.tasks.multitrack.make_loader`):
+workers (the same settings for all: :func:`musicfx.data.sampling.make_loader`):
 
 * **Open-Unmix**: ``openunmix.data.FixedSourcesTrackFolderDataset`` (target vocals, interferers drums, bass,
   other), ``random_track_mix=True`` (each interferer from a random song and offset), its ``gain`` and
   ``channelswap`` source augmentations; the workers return ``(mix, target)``.
 * **musicfx, random mix** (compared with Open-Unmix): :class:`~musicfx.tasks.separate.SeparationData` with
-  ``random_mix=True``: its :class:`~musicfx.data.multitrack.StemChunkDataset` in the workers (each stem from
+  ``random_mix=True``: its :class:`~musicfx.data.sampling.ChunkDataset` in the workers (each stem from
   its own song and offset, read from the memory-mapped decoded cache), then, on the batch,
   :class:`~musicfx.synth.remix.RemixAugment` (shift, sign flip, channel swap, gain, remix) and the mix.
 * **Demucs**: stems read the way ``demucs.wav.Wavset`` reads them (one file read per stem at an offset,
@@ -79,9 +79,9 @@ PEERS_HINT = (
 #: Pipelines, in table order.
 LABELS: Dict[str, str] = {
     "openunmix": "Open-Unmix FixedSourcesTrackFolderDataset (random_track_mix, gain, channelswap)",
-    "musicfx-random-mix": "musicfx StemChunkDataset(random_mix) + RemixAugment",
+    "musicfx-random-mix": "musicfx ChunkDataset(random_mix) + RemixAugment",
     "demucs": "Demucs Wavset-style reads + demucs.augment (Shift, FlipChannels, FlipSign, Scale, Remix)",
-    "musicfx": "musicfx StemChunkDataset + RemixAugment",
+    "musicfx": "musicfx ChunkDataset + RemixAugment",
 }
 #: What is compared with what: (ours, peer).
 COMPARISONS: Tuple[Tuple[str, str], ...] = (("musicfx-random-mix", "openunmix"), ("musicfx", "demucs"))
@@ -312,7 +312,7 @@ class Pipeline:
 def musicfx_pipeline(root: Path, cache_dir: Path, segment: float, batch: int, random_mix: bool) -> Pipeline:
     """:class:`~musicfx.tasks.separate.SeparationData`'s training path (decodes into the cache now)."""
     from musicfx.data.sampling import ExampleSampler
-    from musicfx.tasks.multitrack import make_loader
+    from musicfx.data.sampling import make_loader
     from musicfx.tasks.separate import SeparationData
 
     data = SeparationData(root=str(root), segment=segment, batch_size=batch, random_mix=random_mix,
@@ -340,7 +340,7 @@ def musicfx_shift(segment: float) -> int:
 
 def openunmix_pipeline(root: Path, segment: float, batch: int) -> Pipeline:
     """Open-Unmix's track-folder dataset with random track mixing and its default augmentations."""
-    from musicfx.tasks.multitrack import make_loader
+    from musicfx.data.sampling import make_loader
 
     torchaudio_backend()
     import openunmix.data as unmix
@@ -364,7 +364,7 @@ def openunmix_pipeline(root: Path, segment: float, batch: int) -> Pipeline:
 
 def demucs_pipeline(root: Path, segment: float, batch: int, shift: int) -> Pipeline:
     """Wavset-style reads of ``segment`` + ``shift`` and Demucs's augmentation chain on the batch."""
-    from musicfx.tasks.multitrack import make_loader
+    from musicfx.data.sampling import make_loader
 
     frames = int(round(segment * SAMPLE_RATE)) + shift
     chain = demucs_augment(shift)

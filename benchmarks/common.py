@@ -133,9 +133,18 @@ def recipe_model(recipe: Mapping[str, Any], **overrides: Any) -> torch.nn.Module
     return instantiate(recipe["model"]["init_args"]["model"], **overrides)
 
 
+def recipe_format(recipe: Mapping[str, Any]) -> Dict[str, Any]:
+    """``sample_rate`` and ``channels`` of a recipe's task: stated on the task, or declared by its network."""
+    task = recipe["model"].get("init_args") or {}
+    network = (task.get("model") or {}).get("init_args") or {}
+    return {key: task.get(key, network.get(key)) for key in ("sample_rate", "channels")
+            if task.get(key, network.get(key)) is not None}
+
+
 def recipe_data_args(recipe: Mapping[str, Any]) -> Dict[str, Any]:
-    """The ``data.init_args`` of a recipe."""
-    return dict(recipe["data"].get("init_args") or {})
+    """The ``data.init_args`` of a recipe, with the sample rate and channels the data module would take from
+    the task in a run (recipes state them once, on the model)."""
+    return {**recipe_format(recipe), **(recipe["data"].get("init_args") or {})}
 
 
 def save_untrained_checkpoint(task: torch.nn.Module, path: Path) -> Path:

@@ -32,7 +32,7 @@ UNWRITABLE_AUDIO_SUFFIXES = (".mp3", ".mp4", ".m4a", ".aac", ".wma", ".webm", ".
 
 
 def lightning_cli(argv: Optional[List[str]], run: bool = True):
-    """The LightningCLI every recipe goes through (``musicfx fit ...``, and ``benchmarks/gpu_check.py``).
+    """The CLI every recipe goes through (``musicfx fit ...``, and ``benchmarks/gpu_check.py``).
 
     Args:
         argv: ``["fit", "-c", "recipe.yaml", ...]``; with ``run=False`` no subcommand (``["-c", ...]``):
@@ -40,11 +40,11 @@ def lightning_cli(argv: Optional[List[str]], run: bool = True):
         run: run the subcommand.
     """
     import lightning.pytorch as pl
-    from lightning.pytorch.cli import LightningCLI
 
+    from musicfx.tasks.rundir import RecipeCLI
     from musicfx.tasks.base import Task
 
-    return LightningCLI(
+    return RecipeCLI(
         Task,
         pl.LightningDataModule,
         subclass_mode_model=True,

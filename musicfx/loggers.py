@@ -4,7 +4,22 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
+from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
+
+
+class CSVLogger(_LightningCSVLogger):
+    """Lightning's CSV logger writing to ``<save_dir>/<name>/version_<n>/metrics.csv``.
+
+    Args:
+        save_dir: default ``None``: the trainer's ``default_root_dir`` (filled in by the recipe CLI,
+            :mod:`musicfx.tasks.rundir`), else the current folder.
+        name: sub-folder of ``save_dir``.
+        **kwargs: other :class:`lightning.pytorch.loggers.CSVLogger` arguments.
+    """
+
+    def __init__(self, save_dir: Optional[str] = None, name: str = "logs", **kwargs: Any) -> None:
+        super().__init__(save_dir=save_dir if save_dir is not None else ".", name=name, **kwargs)
 
 
 def wandb_has_credentials() -> bool:

@@ -109,7 +109,7 @@ def test_musicfx_only_smoke(shared_data, tmp_path, monkeypatch, capsys):
     code = bench.main(["--quick", "--shared", str(shared_data), "--json", str(out), "--workdir", str(tmp_path)])
     assert code == 0
     printed = capsys.readouterr().out
-    assert bench.PEERS_HINT in printed and "| musicfx StemChunkDataset + RemixAugment" in printed
+    assert bench.PEERS_HINT in printed and "| musicfx ChunkDataset + RemixAugment" in printed
     results = json.loads(out.read_text())
     _check_results(results, {"musicfx", "musicfx-random-mix"})
     assert results["ratios"] == {"pipeline": {}, "loader": {}} and results["augment"]["ratio"] is None

@@ -83,13 +83,13 @@ def test_audio_folder_reads_real_recordings(shared_data, tmp_path):
     index = names.index("beethoven_cello.wav")
     reference, rate = sf.read(str(root / "beethoven_cello.wav"), dtype="float32")
     assert rate == 44100 and folder.num_frames(index) == len(reference)
-    chunk = folder.read(index, 1000, 4000)
+    chunk = folder.read(index, 1000, 4000)[0]  # the file's one stem
     assert chunk.dtype == torch.float32 and chunk.shape == (1, 4000)
     np.testing.assert_allclose(chunk[0].numpy(), reference[1000:5000], atol=1e-6)
 
     half = AudioFolder(root, sample_rate=22050, channels=2, cache_dir=tmp_path)
     assert half.num_frames(index) == len(reference) // 2
-    stereo = half.read(index, 0, half.num_frames(index))
+    stereo = half.read(index, 0, half.num_frames(index))[0]
     assert torch.equal(stereo[0], stereo[1])
     # Resampled content keeps the level: RMS within 0.5 dB (the cello has little energy above 11 kHz).
     assert abs(float(rms_db(stereo[:1])) - float(rms_db(torch.from_numpy(reference)))) < 0.5
@@ -107,16 +107,16 @@ def test_audio_folder_nested_mixed_formats(tmp_path):
     assert [folder.name(i) for i in range(3)] == ["a/x.wav", "b/c/y.flac", "z.wav"]
     assert [folder.category(i) for i in range(3)] == ["a", "b", ""]
     assert [folder.num_frames(i) for i in range(3)] == [4000, 2000, 1000]
-    resampled = folder.read(0, 0, 4000)
+    resampled = folder.read(0, 0, 4000)[0]
     expected = torch.from_numpy(_tone(0.5, 440, SR, channels=2)).float()
     assert torch.corrcoef(torch.stack([resampled[0, 100:-100], expected[0, 100:-100]]))[0, 1] > 0.999
     assert float(rms_db(resampled[:, 100:-100] - expected[:, 100:-100])) < -40
-    padded = folder.read(2, 900, 300)  # 100 frames of audio, then zeros
+    padded = folder.read(2, 900, 300)[0]  # 100 frames of audio, then zeros
     assert float(padded[:, :100].abs().max()) > 0.1 and float(padded[:, 100:].abs().max()) == 0.0
-    before = folder.read(2, -50, 100)
+    before = folder.read(2, -50, 100)[0]
     assert float(before[:, :50].abs().max()) == 0.0 and float(before[:, 50:].abs().max()) > 0.0
     mono = AudioFolder(root, sample_rate=SR, channels=1, cache_dir=tmp_path / "cache")
-    np.testing.assert_allclose(mono.read(2, 0, 1000)[0].numpy(), _tone(0.125, 880)[0], atol=1e-6)  # 3 ch averaged
+    np.testing.assert_allclose(mono.read(2, 0, 1000)[0, 0].numpy(), _tone(0.125, 880)[0], atol=1e-6)  # 3 ch averaged
 
 
 def test_audio_folder_explicit_file_list(tmp_path):
@@ -193,7 +193,7 @@ def test_cache_redecodes_a_damaged_entry(tmp_path, decode_count):
         before = decode_count["n"]
         folder = AudioFolder(tmp_path / "m", sample_rate=SR, cache_dir=tmp_path / "c")
         assert decode_count["n"] == before + 1
-        np.testing.assert_allclose(folder.read(0, 0, SR)[0].numpy(), _tone(1.0)[0], atol=1e-6)
+        np.testing.assert_allclose(folder.read(0, 0, SR)[0, 0].numpy(), _tone(1.0)[0], atol=1e-6)
     assert [p.suffix for p in (tmp_path / "c").iterdir()] == [".npy"]  # no temporary files left
 
 
@@ -398,7 +398,7 @@ def test_chunk_dataset_is_deterministic_by_id(mixed_folder):
     assert len(dataset) == 10
     example = dataset[3]
     assert set(example) == {"clean", "music", "seed", "snr_db"}
-    assert example["clean"].shape == (1, 500) and example["music"].shape == (1, 500)
+    assert example["clean"].shape == (1, 1, 500) and example["music"].shape == (1, 1, 500)  # (stems, C, T)
     assert example["seed"].dtype == torch.int64 and example["seed"].dim() == 0
     assert example["snr_db"].dim() == 0 and 0 <= float(example["snr_db"]) <= 20
     for key, value in again[3].items():
@@ -410,7 +410,7 @@ def test_chunk_dataset_is_deterministic_by_id(mixed_folder):
     for key in ("clean", "seed", "snr_db"):  # adding a source changes neither the scene nor other chunks
         assert torch.equal(alone[key], example[key]), key
     # Ids past num_examples are valid (the sampler's later epochs use them).
-    assert dataset[1000]["clean"].shape == (1, 500)
+    assert dataset[1000]["clean"].shape == (1, 1, 500)
 
 
 def test_silence_rejection_applies_to_the_first_source_only(mixed_folder, tmp_path):
@@ -423,8 +423,8 @@ def test_silence_rejection_applies_to_the_first_source_only(mixed_folder, tmp_pa
     loud = AudioFolder(tmp_path / "loud", sample_rate=SR, cache_dir=tmp_path / "c")
     noisy = ChunkDataset({"clean": loud, "noise": mixed_folder}, segment_frames=400, num_examples=60, seed=1)
     assert sum(float(rms_db(noisy[i]["noise"])) < -60 for i in range(60)) > 10  # noise may be silent
-    short = [lax[i]["clean"] for i in range(60) if float(lax[i]["clean"][:, 80:].abs().max()) == 0.0
-             and float(lax[i]["clean"][:, :80].abs().max()) > 0]
+    short = [lax[i]["clean"] for i in range(60) if float(lax[i]["clean"][..., 80:].abs().max()) == 0.0
+             and float(lax[i]["clean"][..., :80].abs().max()) > 0]
     assert short  # the 80-frame file comes zero-padded
 
 

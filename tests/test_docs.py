@@ -254,7 +254,7 @@ def test_numbers_in_the_prose_are_the_recipes() -> None:
     trainer, data = quick["trainer"], quick["data"]["init_args"]
     days, hours, minutes, seconds = (int(part) for part in trainer["max_time"].split(":"))
     assert days == hours == seconds == 0
-    rate = f"{data['sample_rate'] / 1000:g} kHz"
+    rate = f"{quick['model']['init_args']['model']['init_args']['sample_rate'] / 1000:g} kHz"  # the network's
     every = _callback(quick, "every_n_train_steps")["every_n_train_steps"]
     size = f"{_parameters(quick):,} parameters"
     _mentions("getting-started.md", f"{rate} mono on {data['segment']:g} s examples",
@@ -269,7 +269,8 @@ def test_numbers_in_the_prose_are_the_recipes() -> None:
     every = _callback(full, "every_n_train_steps")["every_n_train_steps"]
     optimizer = model["optimizer"]
     low, high = data["snr_db"]
-    _mentions("denoise.md", f"{data['sample_rate'] / 1000:g} kHz mono on {data['segment']:g} s examples",
+    network = model["model"]["init_args"]
+    _mentions("denoise.md", f"{network['sample_rate'] / 1000:g} kHz mono on {data['segment']:g} s examples",
               f"{data['batch_size']} per batch per device", optimizer["class_path"].rsplit(".", 1)[1],
               f"(lr {optimizer['init_args']['lr']:g}, weight decay {optimizer['init_args']['weight_decay']:g})",
               f"over {model['scheduler']['init_args']['T_max']:,} steps",

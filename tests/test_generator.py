@@ -162,17 +162,17 @@ def test_generated_music_source_reads_deterministic_windows():
     assert isinstance(source, Source)
     assert len(source) == 3 and source.num_frames(0) == 2 * SR
     chunk = source.read(1, 5000, 10000)
-    assert chunk.shape == (2, 10000)
+    assert chunk.shape == (1, 2, 10000)  # (stems, channels, time): one stem, "mix"
     fresh = GeneratedMusic(num_items=3, duration=2.0, sample_rate=SR, channels=2, seed=11)
     assert torch.equal(fresh.read(1, 5000, 10000), chunk)  # no state carried between reads
     whole = source.read(1, 0, 2 * SR)
     assert 0.5 - 1e-4 <= float(whole.abs().max()) <= 0.9 + 1e-4
-    assert torch.allclose(whole[:, 5000:15000], chunk, atol=1e-5)
+    assert torch.allclose(whole[..., 5000:15000], chunk, atol=1e-5)
     assert not torch.allclose(source.read(0, 5000, 10000), chunk)  # items differ
     other_seed = GeneratedMusic(num_items=3, duration=2.0, sample_rate=SR, channels=2, seed=12)
     assert not torch.allclose(other_seed.read(1, 5000, 10000), chunk)
     padded = source.read(2, 2 * SR - 10, 30)
-    assert float(padded[:, 10:].abs().max()) == 0.0
-    assert source.name(1) != source.name(2) and source.category(0) == "mix"
+    assert float(padded[..., 10:].abs().max()) == 0.0
+    assert source.name(1) != source.name(2) and source.category(0) == "generated"
     with pytest.raises(IndexError):
         source.read(3, 0, 10)

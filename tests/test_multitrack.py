@@ -17,15 +17,13 @@ from musicfx.audio.io import ffmpeg_available, read_stems
 from musicfx.data.multitrack import (
     MUSDB18,
     MUSDB18HQ,
-    GeneratedStems,
-    MultitrackSource,
-    StemChunkDataset,
+    DEFAULT_STEMS,
     StemFolder,
     multitrack_source,
     musdb_validation_tracks,
 )
-from musicfx.data.sampling import ExampleSampler, rms_db
-from musicfx.data.sources import GeneratedMusic, hash_split
+from musicfx.data.sampling import ChunkDataset, ExampleSampler, rms_db
+from musicfx.data.sources import GeneratedMusic, Source, hash_split
 from musicfx.errors import DataError, MissingDependencyError
 
 SR = 8000
@@ -62,7 +60,7 @@ def test_stem_folder_reads_aligned_stems_exactly(tmp_path, cache):
         _song(root / song, stems)
     _write(root / "a-song" / "mixture.wav", sum(data["a-song"].values()))  # not a requested stem
     source = StemFolder(root, sample_rate=SR, channels=2, cache_dir=cache)
-    assert isinstance(source, MultitrackSource)
+    assert isinstance(source, Source)
     assert len(source) == 2 and [source.name(0), source.name(1)] == ["a-song", "b-song"]
     assert source.stems == STEMS and source.num_frames(0) == 12000
     full = source.read(1, 0, 12000)
@@ -244,25 +242,25 @@ def test_musdb18_without_ffmpeg_names_the_missing_program(tmp_path, cache, monke
 
 # ------------------------------------------------------------------------------------------- generated
 def test_generated_stems_are_deterministic_audible_and_sum_to_the_mix():
-    source = GeneratedStems(num_items=3, duration=1.0, sample_rate=SR, channels=2, seed=5)
-    twin = GeneratedStems(num_items=3, duration=1.0, sample_rate=SR, channels=2, seed=5)
-    assert isinstance(source, MultitrackSource) and len(source) == 3 and source.num_frames(2) == SR
+    source = GeneratedMusic(stems=DEFAULT_STEMS, num_items=3, duration=1.0, sample_rate=SR, channels=2, seed=5)
+    twin = GeneratedMusic(stems=DEFAULT_STEMS, num_items=3, duration=1.0, sample_rate=SR, channels=2, seed=5)
+    assert isinstance(source, Source) and len(source) == 3 and source.num_frames(2) == SR
     song = source.read(1, 0, SR)
     assert song.shape == (4, 2, SR) and torch.equal(song, twin.read(1, 0, SR))
     assert not torch.allclose(song, source.read(2, 0, SR), atol=1e-3)
     assert all(float(rms_db(stem)) > -45 for stem in song)  # every stem audible
-    mix = GeneratedMusic(num_items=3, duration=1.0, sample_rate=SR, channels=2, seed=5).read(1, 0, SR)
+    mix = GeneratedMusic(num_items=3, duration=1.0, sample_rate=SR, channels=2, seed=5).read(1, 0, SR)[0]  # stems=("mix",)
     assert torch.allclose(song.sum(dim=0), mix, atol=1e-5)  # same piece, same gain
     assert 0.5 - 1e-4 <= float(mix.abs().max()) <= 0.9 + 1e-4
     window = source.read(1, 3000, 2000, stems=("drums", "vocals"))  # rendered on demand, by window
     assert torch.allclose(window, song[[1, 0], :, 3000:5000], atol=1e-4)
     assert not source.read(1, SR, 100).any()  # past the end
-    other = GeneratedStems(num_items=3, duration=1.0, sample_rate=SR, channels=2, seed=6)
+    other = GeneratedMusic(stems=DEFAULT_STEMS, num_items=3, duration=1.0, sample_rate=SR, channels=2, seed=6)
     assert not torch.allclose(other.read(1, 0, SR), song, atol=1e-3)
     with pytest.raises(ValueError, match=r"guitar.*vocals"):
-        GeneratedStems(stems=("guitar",))
+        GeneratedMusic(stems=("guitar",))
     made = multitrack_source(None, stems=("bass",), sample_rate=SR, channels=1, num_items=2, duration=1.0)
-    assert isinstance(made, GeneratedStems) and made.read(0, 0, 10).shape == (1, 1, 10)
+    assert isinstance(made, GeneratedMusic) and made.read(0, 0, 10).shape == (1, 1, 10)
     with pytest.raises(ValueError, match="num_items"):
         multitrack_source("somewhere", num_items=2)
 
@@ -293,8 +291,8 @@ def coded(tmp_path, cache) -> StemFolder:
 
 def test_chunks_are_aligned_and_deterministic_per_id(coded):
     draw = lambda generator: {"gain_db": torch.rand((), generator=generator) * 10}  # noqa: E731
-    dataset = StemChunkDataset(coded, 2000, num_examples=8, seed=3, draw=draw)
-    twin = StemChunkDataset(coded, 2000, num_examples=8, seed=3, draw=draw)
+    dataset = ChunkDataset({"stems": coded}, 2000, num_examples=8, seed=3, draw=draw)
+    twin = ChunkDataset({"stems": coded}, 2000, num_examples=8, seed=3, draw=draw)
     seen = set()
     for example_id in range(12):  # ids past len() are valid
         example = dataset[example_id]
@@ -309,10 +307,10 @@ def test_chunks_are_aligned_and_deterministic_per_id(coded):
         assert all(torch.equal(example[key], again[key]) for key in example)
         seen.add((songs[0], offsets[0]))
     assert len(seen) == 12 and len({song for song, _ in seen}) >= 3
-    other = StemChunkDataset(coded, 2000, num_examples=8, seed=4, draw=draw)[0]
+    other = ChunkDataset({"stems": coded}, 2000, num_examples=8, seed=4, draw=draw)[0]
     assert not torch.equal(other["stems"], dataset[0]["stems"])
     # The silence threshold changes chunks only, never the scene seed or parameters.
-    loose = StemChunkDataset(coded, 2000, num_examples=8, seed=3, draw=draw, silence_threshold_db=-math.inf)[5]
+    loose = ChunkDataset({"stems": coded}, 2000, num_examples=8, seed=3, draw=draw, silence_threshold_db=-math.inf)[5]
     assert torch.equal(loose["seed"], dataset[5]["seed"]) and torch.equal(loose["gain_db"], dataset[5]["gain_db"])
     loader = DataLoader(dataset, batch_size=4, sampler=ExampleSampler(8))
     batch = next(iter(loader))
@@ -321,7 +319,7 @@ def test_chunks_are_aligned_and_deterministic_per_id(coded):
 
 
 def test_random_mix_draws_each_stem_from_its_own_song(coded):
-    dataset = StemChunkDataset(coded, 2000, num_examples=40, seed=0, random_mix=True)
+    dataset = ChunkDataset({"stems": coded}, 2000, num_examples=40, seed=0, random_mix=True)
     mixed = 0
     for example_id in range(40):
         songs, offsets = _decode(dataset[example_id]["stems"])
@@ -334,7 +332,7 @@ def test_random_mix_draws_each_stem_from_its_own_song(coded):
 def test_short_songs_are_padded(tmp_path, cache):
     _coded_folder(tmp_path / "short", songs=[0], frames=[8000])
     source = StemFolder(tmp_path / "short", sample_rate=SR, cache_dir=cache)
-    stems = StemChunkDataset(source, 10000, num_examples=1)[0]["stems"]
+    stems = ChunkDataset({"stems": source}, 10000, num_examples=1)[0]["stems"]
     assert stems[:, 0, :8000].min() > 0 and not stems[:, :, 8000:].any()  # offset 0, then zeros
 
 
@@ -347,7 +345,7 @@ def test_silent_chunks_are_rejected(tmp_path, cache):
     source = StemFolder(root, sample_rate=SR, cache_dir=cache)
 
     def levels(threshold: float, random_mix: bool = False):
-        dataset = StemChunkDataset(source, 2000, 40, seed=1, random_mix=random_mix, silence_threshold_db=threshold)
+        dataset = ChunkDataset({"stems": source}, 2000, 40, seed=1, random_mix=random_mix, silence_threshold_db=threshold)
         return [float(rms_db(dataset[i]["stems"].sum(dim=0))) for i in range(40)]
 
     assert sum(level < -60 for level in levels(-math.inf)) >= 5  # about 1/4 land in the silent half
@@ -356,19 +354,19 @@ def test_silent_chunks_are_rejected(tmp_path, cache):
     # Only silence to draw from: the loudest of max_tries draws, no endless loop.
     _song(tmp_path / "void" / "nothing", {stem: np.zeros((2, frames), np.float32) for stem in STEMS})
     void = StemFolder(tmp_path / "void", sample_rate=SR, cache_dir=cache)
-    chunk = StemChunkDataset(void, 2000, 4, seed=2, max_tries=5)[0]["stems"]
+    chunk = ChunkDataset({"stems": void}, 2000, 4, seed=2, max_tries=5)[0]["stems"]
     assert chunk.shape == (4, 2, 2000) and not chunk.any()
 
 
 def test_chunks_of_generated_stems():
-    source = GeneratedStems(num_items=4, duration=1.0, sample_rate=SR, channels=2, seed=0)
-    dataset = StemChunkDataset(source, 1000, num_examples=4, random_mix=True)
+    source = GeneratedMusic(stems=DEFAULT_STEMS, num_items=4, duration=1.0, sample_rate=SR, channels=2, seed=0)
+    dataset = ChunkDataset({"stems": source}, 1000, num_examples=4, random_mix=True)
     example = dataset[2]
     assert example["stems"].shape == (4, 2, 1000)
     assert all(float(rms_db(stem)) > -80 for stem in example["stems"])
-    assert torch.equal(example["stems"], StemChunkDataset(source, 1000, 4, random_mix=True)[2]["stems"])
+    assert torch.equal(example["stems"], ChunkDataset({"stems": source}, 1000, 4, random_mix=True)[2]["stems"])
     with pytest.raises(ValueError, match="segment_frames"):
-        StemChunkDataset(source, 0, 4)
+        ChunkDataset({"stems": source}, 0, 4)
 
 
 def test_silence_warning_free_for_complete_folders(coded):

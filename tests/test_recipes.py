@@ -105,3 +105,34 @@ def test_predict_runs_on_the_fixed_test_scenes(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     args = ["predict", "-c", str(REPO / "recipes/quickstart.yaml"), *FAST, "--data.init_args.test_examples=4"]
     assert main(args) == 0
+
+
+def test_default_root_dir_moves_checkpoints_and_logs_and_the_generator_is_announced_once(
+        tmp_path, monkeypatch, recwarn) -> None:
+    monkeypatch.chdir(tmp_path)
+    fast = [arg for arg in FAST if "fast_dev_run" not in arg]  # fast_dev_run writes no checkpoint
+    args = ["fit", "-c", str(REPO / "recipes/quickstart.yaml"), *fast, "--trainer.max_steps=1",
+            "--trainer.limit_val_batches=1", "--trainer.max_time=null", f"--trainer.default_root_dir={tmp_path / 'mine'}"]
+    assert main(args) == 0
+    assert (tmp_path / "mine/checkpoints/last.ckpt").is_file()
+    assert list((tmp_path / "mine/logs").glob("version_*/config.yaml"))  # the logger writes there too
+    assert not (tmp_path / "runs").exists()  # nothing where the recipe's default_root_dir points
+    announced = [w for w in recwarn if "built-in music generator" in str(w.message)]
+    assert len(announced) == 1
+
+
+def test_quickstart_epoch_is_its_step_budget() -> None:
+    import yaml
+
+    recipe = yaml.safe_load((REPO / "recipes/quickstart.yaml").read_text())
+    data = recipe["data"]["init_args"]
+    # One epoch is the whole run, so the progress bar shows the steps really left.
+    assert data["train_examples"] == recipe["trainer"]["max_steps"] * data["batch_size"]
+
+
+def test_workers_are_capped_at_the_usable_cores() -> None:
+    from musicfx.data.sampling import usable_cores
+    from musicfx.tasks.denoise import DenoiseData
+
+    assert DenoiseData(num_workers=1000).num_workers == usable_cores() - 1
+    assert DenoiseData(num_workers=0).num_workers == 0

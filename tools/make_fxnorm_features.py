@@ -1,7 +1,7 @@
 """Rebuild ``musicfx/assets/fxnorm_generated.npz``: FxNorm features of the built-in generator's stems.
 
 :meth:`musicfx.fxnorm.features.FxNormFeatures.builtin` loads the file, so effect normalization works with
-no dataset. The songs are :class:`musicfx.data.multitrack.GeneratedStems` (seeded, so the file is
+no dataset. The songs are :class:`musicfx.data.sources.GeneratedMusic` (seeded, so the file is
 reproducible up to floating-point differences between machines).
 
     python tools/make_fxnorm_features.py [--songs 32] [--duration 10] [--seed 20220] [--workers N]
@@ -24,11 +24,11 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, default=OUT, help=f"default {OUT}")
     args = parser.parse_args()
 
-    from musicfx.data.multitrack import GeneratedStems
+    from musicfx.data.sources import GeneratedMusic
     from musicfx.fxnorm.dataset import compute_features
     from musicfx.fxnorm.features import STEMS
 
-    source = GeneratedStems(num_items=args.songs, duration=args.duration, sample_rate=44100, channels=2,
+    source = GeneratedMusic(num_items=args.songs, duration=args.duration, sample_rate=44100, channels=2,
                             seed=args.seed, stems=STEMS)
     start = time.perf_counter()
     features = compute_features(source, stems=STEMS, workers=args.workers)

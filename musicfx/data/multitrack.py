@@ -1,9 +1,8 @@
-"""Multitrack sources (songs made of named, aligned stems) and random stem chunks of them.
+"""Multitrack sources: songs made of named, aligned stems, read as ``(stems, channels, time)``.
 
-A :class:`MultitrackSource` is a list of songs; :meth:`~MultitrackSource.read` returns a window of any of
-a song's stems as ``(stems, channels, time)``. The separation, debleed and automix tasks read raw stem chunks
-through :class:`StemChunkDataset` and build their scenes on the device (:mod:`musicfx.synth.remix`, bleed,
-mixing console).
+They are :class:`~musicfx.data.sources.Source`\ s like any other; the separation, debleed and automix tasks
+read raw stem chunks of them through :class:`~musicfx.data.sampling.ChunkDataset` and build their scenes on
+the device (:mod:`musicfx.synth.remix`, bleed, mixing console).
 
 Layouts
 -------
@@ -12,7 +11,7 @@ Layouts
 * :class:`MUSDB18HQ`: ``root/train/<song>/{vocals,drums,bass,other}.wav`` and ``root/test/<song>/...``.
 * :class:`MUSDB18`: ``root/train/<song>.stem.mp4`` and ``root/test/<song>.stem.mp4`` (needs ffmpeg once, to
   decode).
-* :class:`GeneratedStems`: the built-in generator; no files.
+* :class:`~musicfx.data.sources.GeneratedMusic` with ``stems=DEFAULT_STEMS``: the built-in generator; no files.
 
 For both MUSDB layouts the ``valid`` split is the official 14-track validation set, read from the
 configuration the ``musdb`` package ships, and ``train`` is the official training set without it. A
@@ -29,24 +28,19 @@ import importlib.util
 import math
 import os
 import warnings
-from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
-from typing import (Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union,
-                    runtime_checkable)
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from musicfx.audio.io import AUDIO_EXTENSIONS, atomic_path, convert_channels, read_stems
 from musicfx.data.cache import PROGRESS_MIN_FILES, DecodedCache
-from musicfx.data.generator import STEMS as GENERATOR_STEMS
-from musicfx.data.generator import Score, draw_score, peak_gain, render
-from musicfx.data.sampling import example_generator, rms_db
-from musicfx.data.sources import hash_split, normalize_split
+from musicfx.data.seeding import hash_split, normalize_split
+from musicfx.data.sources import GeneratedMusic, Source, check_stems, copy_window, stem_positions
 from musicfx.errors import DataError, MissingDependencyError
 
 PathLike = Union[str, os.PathLike]
@@ -65,49 +59,13 @@ __all__ = [
     "MUSDB18",
     "MUSDB18HQ",
     "MUSDB_STREAMS",
-    "GeneratedStems",
-    "MultitrackSource",
-    "StemChunkDataset",
     "StemFolder",
     "multitrack_source",
     "musdb_validation_tracks",
 ]
 
 
-@runtime_checkable
-class MultitrackSource(Protocol):
-    """Songs with named, aligned stems, each readable by chunk at ``sample_rate`` with ``channels`` channels."""
-
-    sample_rate: int
-    channels: int
-    stems: Tuple[str, ...]
-
-    def __len__(self) -> int:
-        """Number of songs."""
-
-    def num_frames(self, index: int) -> int:
-        """Length of song ``index`` in frames (its longest stem)."""
-
-    def read(self, index: int, start: int, length: int, stems: Optional[Sequence[str]] = None) -> Tensor:
-        """(len(stems), channels, length) float32, zero past the ends; stems default to self.stems."""
-
-    def name(self, index: int) -> str:
-        """A human-readable identifier of song ``index``."""
-
-
 # ------------------------------------------------------------------------------------------------ helpers
-def _check_stems(stems: Sequence[str]) -> Tuple[str, ...]:
-    if isinstance(stems, str):  # a bare string would be read as one stem per letter
-        stems = (stems,)
-    stems = tuple(str(stem) for stem in stems)
-    if not stems:
-        raise ValueError("stems must name at least one stem")
-    lowered = [stem.lower() for stem in stems]
-    if len(set(lowered)) != len(lowered):
-        raise ValueError(f"stem names must be distinct (ignoring case), got {stems}")
-    return stems
-
-
 def _check_format(sample_rate: int, channels: int) -> None:
     if sample_rate < 1:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
@@ -118,14 +76,6 @@ def _check_format(sample_rate: int, channels: int) -> None:
 def _listing(names: Sequence[str]) -> str:
     shown = ", ".join(names[:_MAX_LISTED])
     return shown + (f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else "")
-
-
-def _copy_window(array: np.ndarray, start: int, out: np.ndarray) -> None:
-    """Copy ``array[:, start:start + out.shape[-1]]`` into ``out`` (zeros already), clipped to the array."""
-    length = out.shape[-1]
-    begin, end = max(start, 0), min(start + length, array.shape[1])
-    if begin < end:
-        out[:, begin - start:end - start] = array[:, begin:end]
 
 
 @lru_cache(maxsize=1)
@@ -160,10 +110,9 @@ class _CachedSongs:
 
     def __init__(self, stems: Sequence[str], sample_rate: int, channels: int, cache_dir: Optional[PathLike]) -> None:
         _check_format(sample_rate, channels)
-        self.stems: Tuple[str, ...] = _check_stems(stems)
+        self.stems: Tuple[str, ...] = check_stems(stems)
         self.sample_rate = int(sample_rate)
         self.channels = int(channels)
-        self._positions = {stem: index for index, stem in enumerate(self.stems)}
         self._cache = DecodedCache(cache_dir)
         self._names: List[str] = []
         self._entries: List[Tuple[Optional[Path], ...]] = []
@@ -177,6 +126,9 @@ class _CachedSongs:
 
     def name(self, index: int) -> str:
         return self._names[index]
+
+    def category(self, index: int) -> str:
+        return ""
 
     def names(self) -> List[str]:
         """All song names, in item order."""
@@ -194,24 +146,14 @@ class _CachedSongs:
         Returns:
             float32 ``(len(stems), channels, length)``, zero outside a stem (and for a missing stem).
         """
-        positions = self._stem_positions(stems)
+        positions = stem_positions(self.stems, stems)
         out = np.zeros((len(positions), self.channels, length), dtype=np.float32)
         entries = self._entries[index]
         for row, position in enumerate(positions):
             entry = entries[position]
             if entry is not None:
-                _copy_window(self._cache.open(entry, self.channels), start, out[row])
+                copy_window(self._cache.open(entry, self.channels), start, out[row])
         return torch.from_numpy(out)
-
-    def _stem_positions(self, stems: Optional[Sequence[str]]) -> List[int]:
-        if stems is None:
-            return list(range(len(self.stems)))
-        if isinstance(stems, str):
-            stems = (stems,)
-        unknown = [stem for stem in stems if stem not in self._positions]
-        if unknown:
-            raise ValueError(f"unknown stems {unknown}; this source holds {list(self.stems)}")
-        return [self._positions[stem] for stem in stems]
 
     def _add_wav_songs(self, where: Path, songs: Sequence[Tuple[str, Mapping[str, Path]]], min_duration: float,
                        progress: Optional[bool]) -> None:
@@ -404,13 +346,6 @@ def _split_folder(root: Path, split: str) -> Tuple[Path, Optional[bool]]:
     return root / "train", split == "valid"
 
 
-def _check_musdb_root(root: Path, folder: Path, layout: str) -> None:
-    if not root.is_dir():
-        raise DataError(f"{root}: no such folder (expected {layout} with train/ and test/)")
-    if not folder.is_dir():
-        raise DataError(f"{folder}: missing; {layout} holds train/ and test/ folders")
-
-
 def _official_split(names: Sequence[str], keep_valid: Optional[bool]) -> List[str]:
     if keep_valid is None:
         return list(names)
@@ -418,7 +353,49 @@ def _official_split(names: Sequence[str], keep_valid: Optional[bool]) -> List[st
     return [name for name in names if (name in valid) == keep_valid]
 
 
-class MUSDB18HQ(_CachedSongs):
+class _MusdbLayout(_CachedSongs):
+    """What MUSDB18 and MUSDB18-HQ share: ``root/train`` and ``root/test``, the official validation split."""
+
+    layout = ""
+
+    def __init__(
+        self,
+        root: PathLike,
+        split: str = "train",
+        stems: Sequence[str] = DEFAULT_STEMS,
+        sample_rate: int = 44100,
+        channels: int = 2,
+        cache_dir: Optional[PathLike] = None,
+        min_duration: float = 0.0,
+        progress: Optional[bool] = None,
+    ) -> None:
+        super().__init__(stems, sample_rate, channels, cache_dir)
+        self._check_stem_names()
+        self.root = Path(root).expanduser()
+        self.split = normalize_split(split)
+        folder, keep_valid = _split_folder(self.root, self.split)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: no such folder (expected {self.layout} with train/ and test/)")
+        if not folder.is_dir():
+            raise DataError(f"{folder}: missing; {self.layout} holds train/ and test/ folders")
+        self._load(folder, keep_valid, min_duration, progress)
+
+    def _check_stem_names(self) -> None:
+        """Refuse stems the layout cannot hold."""
+
+    def _load(self, folder: Path, keep_valid: Optional[bool], min_duration: float, progress: Optional[bool]) -> None:
+        raise NotImplementedError
+
+    def _no_split(self, folder: Path) -> DataError:
+        return DataError(f"{folder}: none of the songs here is in MUSDB18's {self.split!r} split"
+                         f"{_VALID_HINT if self.split == 'valid' else ''}")
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({str(self.root)!r}, split={self.split!r}, songs={len(self)}, "
+                f"stems={self.stems}, sample_rate={self.sample_rate}, channels={self.channels})")
+
+
+class MUSDB18HQ(_MusdbLayout):
     """MUSDB18-HQ: ``root/train/<song>/<stem>.wav`` and ``root/test/<song>/<stem>.wav``.
 
     Args:
@@ -438,38 +415,20 @@ class MUSDB18HQ(_CachedSongs):
         MissingDependencyError: the ``musdb`` package (for the validation list) is absent.
     """
 
-    def __init__(
-        self,
-        root: PathLike,
-        split: str = "train",
-        stems: Sequence[str] = DEFAULT_STEMS,
-        sample_rate: int = 44100,
-        channels: int = 2,
-        cache_dir: Optional[PathLike] = None,
-        min_duration: float = 0.0,
-        progress: Optional[bool] = None,
-    ) -> None:
-        super().__init__(stems, sample_rate, channels, cache_dir)
-        self.root = Path(root).expanduser()
-        self.split = normalize_split(split)
-        folder, keep_valid = _split_folder(self.root, self.split)
-        _check_musdb_root(self.root, folder, "MUSDB18-HQ")
+    layout = "MUSDB18-HQ"
+
+    def _load(self, folder: Path, keep_valid: Optional[bool], min_duration: float, progress: Optional[bool]) -> None:
         songs = find_songs(folder, self.stems, recursive=False)
         if not songs:
             raise _no_songs(folder, self.stems)
         names = set(_official_split([name for name, _ in songs], keep_valid))
         songs = [song for song in songs if song[0] in names]
         if not songs:
-            raise DataError(f"{folder}: none of the songs here is in MUSDB18's {self.split!r} split"
-                            f"{_VALID_HINT if self.split == 'valid' else ''}")
+            raise self._no_split(folder)
         self._add_wav_songs(folder, songs, min_duration, progress)
 
-    def __repr__(self) -> str:
-        return (f"MUSDB18HQ({str(self.root)!r}, split={self.split!r}, songs={len(self)}, stems={self.stems}, "
-                f"sample_rate={self.sample_rate}, channels={self.channels})")
 
-
-class MUSDB18(_CachedSongs):
+class MUSDB18(_MusdbLayout):
     """MUSDB18: ``root/train/<song>.stem.mp4`` and ``root/test/<song>.stem.mp4`` (mixture, drums, bass, other,
     vocals as five AAC streams).
 
@@ -490,32 +449,20 @@ class MUSDB18(_CachedSongs):
         AudioError: a file cannot be decoded.
     """
 
-    def __init__(
-        self,
-        root: PathLike,
-        split: str = "train",
-        stems: Sequence[str] = DEFAULT_STEMS,
-        sample_rate: int = 44100,
-        channels: int = 2,
-        cache_dir: Optional[PathLike] = None,
-        min_duration: float = 0.0,
-        progress: Optional[bool] = None,
-    ) -> None:
-        super().__init__(stems, sample_rate, channels, cache_dir)
+    layout = "MUSDB18"
+
+    def _check_stem_names(self) -> None:
         unknown = [stem for stem in self.stems if stem not in MUSDB_STREAMS]
         if unknown:
             raise DataError(f"MUSDB18 has no stems {unknown}; its streams are {list(MUSDB_STREAMS)}")
-        self.root = Path(root).expanduser()
-        self.split = normalize_split(split)
-        folder, keep_valid = _split_folder(self.root, self.split)
-        _check_musdb_root(self.root, folder, "MUSDB18")
+
+    def _load(self, folder: Path, keep_valid: Optional[bool], min_duration: float, progress: Optional[bool]) -> None:
         files = {path.name[:-len(STEM_FILE_SUFFIX)]: path for path in _stem_mp4_files(folder)}
         if not files:
             raise DataError(f"{folder}: no *{STEM_FILE_SUFFIX} files found")
         names = _official_split(sorted(files), keep_valid)
         if not names:
-            raise DataError(f"{folder}: none of the songs here is in MUSDB18's {self.split!r} split"
-                            f"{_VALID_HINT if self.split == 'valid' else ''}")
+            raise self._no_split(folder)
         table = []
         pending = [name for name in names if self._cached(files[name]) is None]
         show = len(pending) > PROGRESS_MIN_FILES if progress is None else progress
@@ -559,111 +506,12 @@ class MUSDB18(_CachedSongs):
                                 f"({error.strerror or error}); set MUSICFX_CACHE to a writable folder") from None
         return entries, int(audio.shape[-1])
 
-    def __repr__(self) -> str:
-        return (f"MUSDB18({str(self.root)!r}, split={self.split!r}, songs={len(self)}, stems={self.stems}, "
-                f"sample_rate={self.sample_rate}, channels={self.channels})")
-
 
 def _stem_mp4_files(folder: Path) -> List[Path]:
     if not folder.is_dir():
         return []
     return sorted(path for path in folder.iterdir()
                   if path.name.lower().endswith(STEM_FILE_SUFFIX) and not path.name.startswith(".") and path.is_file())
-
-
-# ------------------------------------------------------------------------------------------ generated
-class GeneratedStems:
-    """Songs of the built-in generator (:mod:`musicfx.data.generator`) as stems; needs no files.
-
-    Song ``i`` is the score drawn from :func:`~musicfx.data.sampling.example_generator` ``(seed, i)``, the
-    same piece as item ``i`` of :class:`~musicfx.data.sources.GeneratedMusic` with that seed: the stems of a
-    song sum to its mix, which peaks between 0.5 and 0.9. :meth:`read` renders only the window asked for, so
-    random chunks of long songs stay cheap; the song's gain is found by rendering it whole once per process.
-
-    Args:
-        num_items: number of songs.
-        duration: seconds per song.
-        sample_rate: in Hz.
-        channels: 1, 2 (panned stereo) or more (mono repeated).
-        seed: which songs; use a different seed per split.
-        stems: stem names to read, in order, among ``vocals``, ``bass``, ``drums``, ``other``.
-    """
-
-    def __init__(
-        self,
-        num_items: int = 64,
-        duration: float = 10.0,
-        sample_rate: int = 44100,
-        channels: int = 2,
-        seed: int = 0,
-        stems: Sequence[str] = DEFAULT_STEMS,
-    ) -> None:
-        if num_items < 1:
-            raise ValueError(f"num_items must be >= 1, got {num_items}")
-        if duration <= 0:
-            raise ValueError(f"duration must be positive, got {duration}")
-        _check_format(sample_rate, channels)
-        self.stems: Tuple[str, ...] = _check_stems(stems)
-        unknown = [stem for stem in self.stems if stem not in GENERATOR_STEMS]
-        if unknown:
-            raise ValueError(f"the generator has no stems {unknown}; it makes {list(GENERATOR_STEMS)}")
-        self.num_items = int(num_items)
-        self.duration = float(duration)
-        self.sample_rate = int(sample_rate)
-        self.channels = int(channels)
-        self.seed = int(seed)
-        self._frames = int(round(self.duration * self.sample_rate))
-        self._scores: "OrderedDict[int, Score]" = OrderedDict()
-        self._gains: Dict[int, float] = {}
-
-    def __len__(self) -> int:
-        return self.num_items
-
-    def num_frames(self, index: int) -> int:
-        self._check(index)
-        return self._frames
-
-    def name(self, index: int) -> str:
-        self._check(index)
-        return f"generated-seed{self.seed}-{index:05d}"
-
-    def read(self, index: int, start: int, length: int, stems: Optional[Sequence[str]] = None) -> Tensor:
-        """Frames ``[start, start + length)`` of song ``index``: float32 ``(len(stems), channels, length)``."""
-        if stems is None:
-            stems = self.stems
-        elif isinstance(stems, str):
-            stems = (stems,)
-        unknown = [stem for stem in stems if stem not in self.stems]
-        if unknown:
-            raise ValueError(f"unknown stems {unknown}; this source holds {list(self.stems)}")
-        score = self._score(index)
-        audio = render(score, self.sample_rate, self.channels, start, length, tuple(stems))
-        return torch.stack([audio[stem] for stem in stems]) * self._gain(index, score)
-
-    def _check(self, index: int) -> None:
-        if not 0 <= index < self.num_items:
-            raise IndexError(f"song {index} out of range for {self.num_items} generated songs")
-
-    def _score(self, index: int) -> Score:
-        self._check(index)
-        score = self._scores.get(index)
-        if score is None:
-            score = self._scores[index] = draw_score(self.duration, example_generator(self.seed, index))
-            if len(self._scores) > 256:  # scores are small, but num_items may be large
-                self._scores.popitem(last=False)
-        return score
-
-    def _gain(self, index: int, score: Score) -> float:
-        # One gain for all stems, from the whole mix: stems stay in proportion whichever subset is read.
-        gain = self._gains.get(index)
-        if gain is None:
-            whole = render(score, self.sample_rate, self.channels, 0, self._frames)
-            gain = self._gains[index] = peak_gain(sum(whole.values()), score.target_peak)
-        return gain
-
-    def __repr__(self) -> str:
-        return (f"GeneratedStems(num_items={self.num_items}, duration={self.duration}, "
-                f"sample_rate={self.sample_rate}, channels={self.channels}, seed={self.seed}, stems={self.stems})")
 
 
 # ------------------------------------------------------------------------------------------- factory
@@ -694,10 +542,10 @@ def multitrack_source(
     channels: int = 2,
     cache_dir: Optional[PathLike] = None,
     **generated_kwargs: Any,
-) -> MultitrackSource:
+) -> Source:
     """The songs of ``split`` under ``root``, whatever its layout.
 
-    * ``root`` is ``None``: :class:`GeneratedStems` with ``generated_kwargs`` (``num_items``, ``duration``,
+    * ``root`` is ``None``: :class:`~musicfx.data.sources.GeneratedMusic` with ``generated_kwargs`` (``num_items``, ``duration``,
       ``seed``); ``split`` does not change the songs, so pass a different ``seed`` per split.
     * ``*.stem.mp4`` files below ``root``: :class:`MUSDB18`.
     * ``root/train`` and ``root/test`` holding song folders: :class:`MUSDB18HQ`.
@@ -709,14 +557,14 @@ def multitrack_source(
         stems: stem names to read, in order.
         sample_rate, channels: what the songs are converted to.
         cache_dir: decoded-audio cache of the file sources.
-        **generated_kwargs: options of :class:`GeneratedStems`, only with ``root=None``.
+        **generated_kwargs: options of :class:`~musicfx.data.sources.GeneratedMusic`, only with ``root=None``.
 
     Raises:
         DataError: ``root`` is missing or holds no songs in a known layout.
         ValueError: generator options given with a ``root``.
     """
     if root is None:
-        return GeneratedStems(sample_rate=sample_rate, channels=channels, stems=stems, **generated_kwargs)
+        return GeneratedMusic(sample_rate=sample_rate, channels=channels, stems=stems, **generated_kwargs)
     if generated_kwargs:
         raise ValueError(f"{sorted(generated_kwargs)} apply to the built-in generator only (root=None), "
                          f"not to the dataset at {root}")
@@ -731,131 +579,3 @@ def multitrack_source(
     if _holds_song_folders(path / "train") and _holds_song_folders(path / "test"):
         return MUSDB18HQ(path, split, stems, sample_rate, channels, cache_dir=cache_dir)
     return StemFolder(path, stems, sample_rate, channels, split=split, cache_dir=cache_dir)
-
-
-# ----------------------------------------------------------------------------------------- chunks
-Draw = Callable[[torch.Generator], Dict[str, Tensor]]
-
-
-class StemChunkDataset(Dataset):
-    """Random stem chunks of a multitrack source, one set per example id.
-
-    ``dataset[example_id]`` is ``{"stems": (S, C, segment_frames), "seed": int64 scalar, **draw(generator)}``.
-    With ``random_mix=False`` all stems come from one song at one offset (aligned, a real mix); with
-    ``random_mix=True`` each stem comes from its own independently drawn song and offset (Open-Unmix's
-    ``random_track_mix``), which multiplies the number of distinct mixtures. Songs are drawn uniformly,
-    offsets uniformly; a song shorter than the segment is zero-padded at the end.
-
-    A draw whose mixture (the sum of the stems) is quieter than ``silence_threshold_db`` is redrawn, up to
-    ``max_tries`` times, after which the loudest draw is kept.
-
-    As in :class:`~musicfx.data.sampling.ChunkDataset`, the scene seed, the ``draw`` parameters and the
-    chunks use separate streams split from :func:`~musicfx.data.sampling.example_generator`
-    ``(seed, example_id)``: changing the silence threshold or the source does not change the scene. Ids
-    beyond ``len(self)`` are valid (:class:`~musicfx.data.sampling.ExampleSampler` uses them).
-
-    Args:
-        source: a :class:`MultitrackSource`.
-        segment_frames: chunk length in frames.
-        num_examples: ``len(self)``.
-        seed: run seed.
-        random_mix: draw each stem from its own song and offset.
-        silence_threshold_db: RMS level (dBFS) of the mixture below which a draw is rejected; ``-inf``
-            disables rejection.
-        max_tries: draws at most per example.
-        draw: optional per-example parameter draw, ``generator -> {name: tensor}``.
-    """
-
-    def __init__(
-        self,
-        source: MultitrackSource,
-        segment_frames: int,
-        num_examples: int,
-        seed: int = 0,
-        random_mix: bool = False,
-        silence_threshold_db: float = -60.0,
-        max_tries: int = 20,
-        draw: Optional[Draw] = None,
-    ) -> None:
-        if segment_frames < 1:
-            raise ValueError(f"segment_frames must be >= 1, got {segment_frames}")
-        if num_examples < 0:
-            raise ValueError(f"num_examples must be >= 0, got {num_examples}")
-        if max_tries < 1:
-            raise ValueError(f"max_tries must be >= 1, got {max_tries}")
-        if len(source) == 0:
-            raise ValueError("the multitrack source holds no songs")
-        self.source = source
-        self.segment_frames = int(segment_frames)
-        self.num_examples = int(num_examples)
-        self.seed = int(seed)
-        self.random_mix = bool(random_mix)
-        self.silence_threshold_db = float(silence_threshold_db)
-        self.max_tries = int(max_tries)
-        self.draw = draw
-        self._frames = [source.num_frames(i) for i in range(len(source))]
-
-    @property
-    def sample_rate(self) -> int:
-        return self.source.sample_rate
-
-    @property
-    def stems(self) -> Tuple[str, ...]:
-        return tuple(self.source.stems)
-
-    def __len__(self) -> int:
-        return self.num_examples
-
-    def __getitem__(self, example_id: Union[int, Tensor]) -> Dict[str, Tensor]:
-        generator = example_generator(self.seed, int(example_id))
-        # Fixed order, drawn up front: the scene does not depend on how many redraws the chunk needed.
-        scene_seed, draw_seed, chunk_seed = torch.randint(0, 2**62, (3,), generator=generator).tolist()
-        example: Dict[str, Tensor] = {
-            "stems": self._chunk(torch.Generator().manual_seed(chunk_seed)),
-            "seed": torch.tensor(scene_seed, dtype=torch.int64),
-        }
-        if self.draw is not None:
-            params = self.draw(torch.Generator().manual_seed(draw_seed))
-            clash = set(params) & set(example)
-            if clash:
-                raise ValueError(f"draw() returned names that clash with the example's: {sorted(clash)}")
-            example.update({name: torch.as_tensor(value) for name, value in params.items()})
-        return example
-
-    def _chunk(self, generator: torch.Generator) -> Tensor:
-        """Stems louder (as a mixture) than the threshold, or the loudest of ``max_tries`` draws."""
-        tries = self.max_tries if self.silence_threshold_db > -math.inf else 1
-        best: Optional[Tuple[float, Tensor]] = None
-        for _ in range(tries):
-            stems = self._draw_mixed(generator) if self.random_mix else self._draw_aligned(generator)
-            level = float(rms_db(stems.sum(dim=0)))
-            if level >= self.silence_threshold_db:
-                return stems
-            if best is None or level > best[0]:
-                best = (level, stems)
-        return best[1]
-
-    def _position(self, generator: torch.Generator) -> Tuple[int, int]:
-        """A uniform song and a uniform offset in it."""
-        song = int(torch.randint(0, len(self._frames), (1,), generator=generator))
-        spare = self._frames[song] - self.segment_frames
-        offset = int(torch.randint(0, spare + 1, (1,), generator=generator)) if spare > 0 else 0
-        return song, offset
-
-    def _draw_aligned(self, generator: torch.Generator) -> Tensor:
-        song, offset = self._position(generator)
-        return self._checked(self.source.read(song, offset, self.segment_frames), len(self.stems), song)
-
-    def _draw_mixed(self, generator: torch.Generator) -> Tensor:
-        chunks = []
-        for stem in self.stems:
-            song, offset = self._position(generator)
-            chunks.append(self._checked(self.source.read(song, offset, self.segment_frames, (stem,)), 1, song))
-        return torch.cat(chunks)
-
-    def _checked(self, chunk: Tensor, count: int, song: int) -> Tensor:
-        expected = (count, self.source.channels, self.segment_frames)
-        if tuple(chunk.shape) != expected:
-            raise RuntimeError(f"{type(self.source).__name__} returned {tuple(chunk.shape)} for song {song}, "
-                               f"expected {expected}")
-        return chunk

@@ -1,46 +1,24 @@
-"""Random chunks of sources, and the seeding that keeps examples distinct across ranks, workers and epochs.
+"""Random chunks of sources, the sampler that hands out example ids, and the DataLoader every datamodule uses.
 
 Every example has an integer id, and everything random about it comes from
-:func:`example_generator` ``(seed, id)``. Validation and test sets use ids ``0 .. n-1`` and are therefore
-fixed. For training, :class:`ExampleSampler` hands each DDP rank its own ids and moves to fresh ids every
-epoch, so no two ranks, workers or epochs draw the same example, and the number of DataLoader workers
-does not change what is drawn.
+:func:`~musicfx.data.seeding.example_generator` ``(seed, id)``. Validation and test sets use ids ``0 .. n-1``
+and are therefore fixed. For training, :class:`ExampleSampler` hands each DDP rank its own ids and moves to
+fresh ids every epoch, so no two ranks, workers or epochs draw the same example, and the number of
+DataLoader workers does not change what is drawn. :class:`ResumableLoader` saves the sampler's position in
+the checkpoint, so a resumed run draws the examples the uninterrupted run would have drawn next.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+import os
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from musicfx.data.seeding import example_generator, example_seed, splitmix64
 from musicfx.data.sources import Source
-
-_MASK64 = (1 << 64) - 1
-
-
-def splitmix64(value: int) -> int:
-    """The splitmix64 finaliser: a bijective 64-bit hash whose outputs for nearby inputs are unrelated."""
-    value = (value + 0x9E3779B97F4A7C15) & _MASK64
-    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return value ^ (value >> 31)
-
-
-def example_seed(seed: int, example_id: int) -> int:
-    """A 64-bit seed for example ``example_id`` of a run seeded with ``seed`` (any Python ints)."""
-    return splitmix64(splitmix64(seed & _MASK64) ^ (example_id & _MASK64))
-
-
-def example_generator(seed: int, example_id: int) -> torch.Generator:
-    """A CPU ``torch.Generator`` for one example, seeded by a hash of ``(seed, example_id)``.
-
-    Seeding a generator with ``seed + example_id`` would make run 1's example 0 equal run 0's example 1;
-    hashing both makes every pair an unrelated stream.
-    """
-    return torch.Generator().manual_seed(example_seed(seed, example_id))
-
 
 def rms_db(audio: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     """Root-mean-square level in dB relative to full scale (1.0), over the last two dimensions.
@@ -97,13 +75,26 @@ class ExampleSampler(DistributedSampler):
         self.drop_last = True
         self.num_samples = self.examples_per_epoch // self.num_replicas
         self.total_size = self.num_samples * self.num_replicas
+        # After a resume: the stream position the next pass starts at, whatever epoch Lightning counts.
+        self.resume_at: Optional[int] = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def start(self) -> int:
+        """Position of the pass's first id in this rank's stream: ``epoch * num_samples``, or, after a resume,
+        where the interrupted run stopped (see :class:`ResumableLoader`)."""
+        return self.resume_at if self.resume_at is not None else self.epoch * self.num_samples
+
+    def example_id(self, position: int) -> int:
+        """The id at ``position`` of this rank's stream: position ``epoch * num_samples + i`` is
+        ``epoch * examples_per_epoch + rank + i * num_replicas``."""
+        epoch, index = divmod(position, self.num_samples)
+        return epoch * self.examples_per_epoch + self.rank + index * self.num_replicas
+
     def __iter__(self) -> Iterator[int]:
-        first = self.epoch * self.examples_per_epoch
-        return iter(range(first + self.rank, first + self.total_size, self.num_replicas))
+        first = self.start()
+        return map(self.example_id, range(first, first + self.num_samples))
 
     def __len__(self) -> int:
         return self.num_samples
@@ -113,29 +104,34 @@ Draw = Callable[[torch.Generator], Dict[str, torch.Tensor]]
 
 
 class ChunkDataset(Dataset):
-    """Independent random chunks of several sources, one set per example id.
+    """Random chunks of several sources, one set per example id; every task's training examples.
 
-    ``dataset[example_id]`` returns, for every key of ``sources``, a chunk ``(channels, segment_frames)``
-    from an item chosen uniformly (or by ``source.item_weights()`` when the source has that method, as
-    :class:`~musicfx.data.sources.NoiseFolder` does) at a uniform offset; items shorter than the segment
-    are zero-padded at the end. The first source is the clean signal: a chunk of it quieter than
+    ``dataset[example_id]`` returns, for every key of ``sources``, a chunk ``(stems, channels,
+    segment_frames)`` of one item of that source (a file, a song), chosen uniformly (or by
+    ``source.item_weights()`` when the source has that method, as
+    :class:`~musicfx.data.sources.NoiseFolder` does) at a uniform offset; items shorter than the segment are
+    zero-padded at the end. With ``random_mix`` each stem comes from its own independently drawn item and
+    offset (Open-Unmix's ``random_track_mix``), which multiplies the number of distinct mixtures.
+
+    The first source is the clean signal: a chunk of it whose mixture (the sum of its stems) is quieter than
     ``silence_threshold_db`` is redrawn, up to ``max_tries`` times (after which the loudest draw is kept).
     Later sources (noise, say) may be quiet.
 
     Besides the chunks, an example holds ``"seed"`` (an int64 scalar for seeding the scene synthesis on the
-    device) and the scalar tensors returned by ``draw(generator)``. The seed, the draw and each source's
-    chunk use separate streams split from :func:`example_generator` ``(seed, example_id)``, so changing
-    the silence threshold or adding a source does not change the scene parameters.
+    device) and the tensors returned by ``draw(generator)``. The seed, the draw and each source's chunk use
+    separate streams split from :func:`~musicfx.data.seeding.example_generator` ``(seed, example_id)``, so
+    changing the silence threshold or adding a source does not change the scene parameters.
 
     Args:
         sources: name -> :class:`~musicfx.data.sources.Source`; all must share one sample rate.
         segment_frames: chunk length in frames.
         num_examples: ``len(self)``; ids beyond it are still valid (:class:`ExampleSampler` uses them).
-        seed: run seed.
+        seed: run seed (per split: :func:`~musicfx.data.seeding.split_seed`).
         silence_threshold_db: RMS level (dBFS) below which a chunk of the first source is redrawn;
             ``-inf`` (or ``max_tries=1``) disables rejection.
         max_tries: chunks drawn at most per example for the first source.
-        draw: optional per-example parameter draw, ``generator -> {name: scalar tensor}``.
+        draw: optional per-example parameter draw, ``generator -> {name: tensor}``.
+        random_mix: draw each stem of a multi-stem source from its own item and offset.
     """
 
     def __init__(
@@ -147,6 +143,7 @@ class ChunkDataset(Dataset):
         silence_threshold_db: float = -60.0,
         max_tries: int = 20,
         draw: Optional[Draw] = None,
+        random_mix: bool = False,
     ) -> None:
         if not sources:
             raise ValueError("ChunkDataset needs at least one source")
@@ -172,6 +169,7 @@ class ChunkDataset(Dataset):
         self.silence_threshold_db = float(silence_threshold_db)
         self.max_tries = int(max_tries)
         self.draw = draw
+        self.random_mix = bool(random_mix)
         self._weights = {key: _item_weights(key, source) for key, source in self.sources.items()}
         self._frames = {key: [source.num_frames(i) for i in range(len(source))] for key, source in self.sources.items()}
 
@@ -203,32 +201,48 @@ class ChunkDataset(Dataset):
         return example
 
     def _chunk(self, key: str, generator: torch.Generator, threshold_db: float) -> torch.Tensor:
-        """A chunk of source ``key`` louder than ``threshold_db``, or the loudest of ``max_tries`` draws."""
+        """A chunk of source ``key`` whose mixture is louder than ``threshold_db``, or the loudest of
+        ``max_tries`` draws."""
         best: Optional[Tuple[float, torch.Tensor]] = None
         tries = self.max_tries if threshold_db > -math.inf else 1
         for _ in range(tries):
-            chunk = self._draw_chunk(key, generator)
-            level = float(rms_db(chunk))
+            chunk = self._draw_mixed(key, generator) if self.random_mix else self._draw_aligned(key, generator)
+            if tries == 1:
+                return chunk
+            level = float(rms_db(chunk.sum(dim=0)))
             if level >= threshold_db:
                 return chunk
             if best is None or level > best[0]:
                 best = (level, chunk)
         return best[1]
 
-    def _draw_chunk(self, key: str, generator: torch.Generator) -> torch.Tensor:
-        source, weights = self.sources[key], self._weights[key]
+    def _position(self, key: str, generator: torch.Generator) -> Tuple[int, int]:
+        """An item (uniform, or by the source's weights) and a uniform offset in it."""
+        frames, weights = self._frames[key], self._weights[key]
         if weights is None:
-            item = int(torch.randint(0, len(source), (1,), generator=generator))
+            item = int(torch.randint(0, len(frames), (1,), generator=generator))
         else:
             item = int(torch.multinomial(weights, 1, generator=generator))
-        spare = self._frames[key][item] - self.segment_frames
+        spare = frames[item] - self.segment_frames
         offset = int(torch.randint(0, spare + 1, (1,), generator=generator)) if spare > 0 else 0
-        chunk = source.read(item, offset, self.segment_frames)
-        if chunk.shape != (source.channels, self.segment_frames):
-            raise RuntimeError(
-                f"source {key!r} returned {tuple(chunk.shape)} for item {item}, "
-                f"expected {(source.channels, self.segment_frames)}"
-            )
+        return item, offset
+
+    def _draw_aligned(self, key: str, generator: torch.Generator) -> torch.Tensor:
+        item, offset = self._position(key, generator)
+        source = self.sources[key]
+        return self._checked(key, source.read(item, offset, self.segment_frames), len(source.stems), item)
+
+    def _draw_mixed(self, key: str, generator: torch.Generator) -> torch.Tensor:
+        source, chunks = self.sources[key], []
+        for stem in source.stems:
+            item, offset = self._position(key, generator)
+            chunks.append(self._checked(key, source.read(item, offset, self.segment_frames, (stem,)), 1, item))
+        return torch.cat(chunks)
+
+    def _checked(self, key: str, chunk: torch.Tensor, count: int, item: int) -> torch.Tensor:
+        expected = (count, self.sources[key].channels, self.segment_frames)
+        if tuple(chunk.shape) != expected:
+            raise RuntimeError(f"source {key!r} returned {tuple(chunk.shape)} for item {item}, expected {expected}")
         return chunk
 
 
@@ -244,9 +258,74 @@ def _item_weights(key: str, source: Source) -> Optional[torch.Tensor]:
     return weights
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the platform has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+class ResumableLoader(DataLoader):
+    """A training DataLoader whose position in the example stream is part of the checkpoint.
+
+    Lightning saves :meth:`state_dict` with the fit loop and hands it back to :meth:`load_state_dict` on a
+    resume. The position counts the batches that reached the model (the datamodule calls :meth:`consume`
+    for each), not those the workers and Lightning fetched ahead. After a resume, each pass continues the
+    stream where the previous one stopped, so the run draws exactly the examples the uninterrupted run
+    would have drawn next (whether Lightning resumes mid-epoch or starts a new epoch) instead of replaying
+    the epoch's first ones.
+
+    Args:
+        dataset, batch_size, **kwargs: as for :class:`~torch.utils.data.DataLoader`.
+        sampler: the :class:`ExampleSampler` handing out example ids.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, sampler: ExampleSampler, **kwargs: Any) -> None:
+        super().__init__(dataset, batch_size=batch_size, sampler=sampler, **kwargs)
+        self.consumed = 0
+        self._passes = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._passes and self.sampler.resume_at is not None:
+            self.sampler.resume_at += self.consumed * self.batch_size  # continue after what was used
+        self._passes += 1
+        self.consumed = 0
+        return super().__iter__()
+
+    def consume(self) -> None:
+        """Count one batch that reached the model."""
+        self.consumed += 1
+
+    def state_dict(self) -> Dict[str, int]:
+        return {"position": self.sampler.start() + self.consumed * self.batch_size}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.sampler.resume_at = int(state["position"])
+        self._passes = 0
+
+
+def make_loader(dataset: Dataset, batch_size: int, num_workers: int,
+                sampler: Optional[ExampleSampler] = None, prefetch_factor: int = 2) -> DataLoader:
+    """The DataLoader every musicfx datamodule uses: no shuffling (examples are random by id already),
+    persistent workers, pinned memory on CUDA machines, ``prefetch_factor`` batches in flight per worker
+    (torch's default; raise it when ``DataWaitMonitor`` shows the GPU waiting), and whole batches only
+    when training (with a sampler, the loader is a :class:`ResumableLoader`)."""
+    settings: Dict[str, Any] = dict(num_workers=num_workers, persistent_workers=num_workers > 0,
+                                    pin_memory=torch.cuda.is_available())
+    if num_workers > 0:
+        settings["prefetch_factor"] = prefetch_factor
+    if sampler is not None:
+        return ResumableLoader(dataset, batch_size, sampler, drop_last=True, **settings)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, **settings)
+
+
 __all__: List[str] = [
     "ChunkDataset",
     "ExampleSampler",
+    "ResumableLoader",
+    "make_loader",
+    "usable_cores",
     "example_generator",
     "example_seed",
     "rms_db",

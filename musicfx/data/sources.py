@@ -1,9 +1,11 @@
-"""Sources: lists of audio items that can be read by chunk.
+"""Sources: lists of audio items, each made of one or more aligned signals ("stems"), read by chunk.
 
-A :class:`Source` is what :class:`~musicfx.data.sampling.ChunkDataset` draws random chunks from: a
-folder of files (:class:`AudioFolder`), a folder of noise recordings grouped by category
-(:class:`NoiseFolder`), the two halves of the M&N dataset (:class:`MNDataset`), or the built-in music
-generator (:class:`GeneratedMusic`), which needs no files at all.
+A :class:`Source` is what :class:`~musicfx.data.sampling.ChunkDataset` draws random chunks from, whatever
+the task: a folder of files (:class:`AudioFolder`, one stem ``"mix"``), a folder of noise recordings grouped
+by category (:class:`NoiseFolder`), the two halves of the M&N dataset (:class:`MNDataset`), songs made of
+stems (:mod:`musicfx.data.multitrack`: stem folders, MUSDB18, MUSDB18-HQ), or the built-in music generator
+(:class:`GeneratedMusic`: the mix, stems, or both), which needs no files at all. Every source reads
+``(stems, channels, time)``.
 
 M&N layout
 ----------
@@ -40,7 +42,6 @@ warning (small noise collections rarely cover three splits).
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
 import os
 import warnings
@@ -53,38 +54,68 @@ import torch
 
 from musicfx.audio.io import AUDIO_EXTENSIONS
 from musicfx.data.cache import DecodedCache
-from musicfx.data.generator import KINDS, Score, draw_score, peak_gain, render_kind
+from musicfx.data.generator import STEMS as GENERATOR_STEMS
+from musicfx.data.generator import Score, draw_score, peak_gain, render
+from musicfx.data.seeding import example_generator, hash_split, normalize_split
 from musicfx.errors import DataError
 
 PathLike = Union[str, os.PathLike]
 
-SPLITS: Tuple[str, ...] = ("train", "valid", "test")
-_SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "valid", "val": "valid",
-                  "validation": "valid", "dev": "valid", "test": "test", "eval": "test"}
+#: The stem of a source whose items are single recordings (a file, a generated mix).
+MIX = "mix"
 _PATH_COLUMNS = ("path", "file", "filename", "file_name", "filepath", "audio", "audio_path", "name")
 
 
 @runtime_checkable
 class Source(Protocol):
-    """A list of audio items, each readable by chunk at ``sample_rate`` with ``channels`` channels."""
+    """Items (files, songs) of aligned ``stems``, each readable by chunk at ``sample_rate`` with ``channels``.
+
+    A folder of recordings has one stem, :data:`MIX`; a multitrack song has one per instrument.
+    """
 
     sample_rate: int
     channels: int
+    stems: Tuple[str, ...]
 
     def __len__(self) -> int:
-        """Number of items (files, tracks)."""
+        """Number of items (files, songs)."""
 
     def num_frames(self, index: int) -> int:
-        """Length of item ``index`` in frames at ``sample_rate``."""
+        """Length of item ``index`` in frames at ``sample_rate`` (its longest stem)."""
 
-    def read(self, index: int, start: int, length: int) -> torch.Tensor:
-        """Frames ``[start, start + length)`` of item ``index``: float32 ``(channels, length)``, zero past the ends."""
+    def read(self, index: int, start: int, length: int, stems: Optional[Sequence[str]] = None) -> torch.Tensor:
+        """Frames ``[start, start + length)`` of item ``index``: float32 ``(len(stems), channels, length)``,
+        zero past the ends (and for a stem the item lacks); ``stems`` default to ``self.stems``."""
 
     def name(self, index: int) -> str:
         """A human-readable identifier of item ``index``."""
 
     def category(self, index: int) -> str:
         """The item's category (``"piano"``, ``"crowd"``), or ``""``."""
+
+
+def stem_positions(available: Sequence[str], stems: Optional[Sequence[str]]) -> List[int]:
+    """Positions in ``available`` of the ``stems`` asked for (all when ``None``).
+
+    Raises:
+        ValueError: a stem is not in ``available``.
+    """
+    if stems is None:
+        return list(range(len(available)))
+    if isinstance(stems, str):  # a bare string would be read as one stem per letter
+        stems = (stems,)
+    unknown = [stem for stem in stems if stem not in available]
+    if unknown:
+        raise ValueError(f"unknown stems {unknown}; this source holds {list(available)}")
+    return [list(available).index(stem) for stem in stems]
+
+
+def copy_window(array: np.ndarray, start: int, out: np.ndarray) -> None:
+    """Copy ``array[:, start:start + out.shape[-1]]`` into ``out`` (zeros already), clipped to the array."""
+    length = out.shape[-1]
+    begin, end = max(start, 0), min(start + length, array.shape[1])
+    if begin < end:
+        out[:, begin - start:end - start] = array[:, begin:end]
 
 
 def list_audio_files(root: PathLike, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> List[Path]:
@@ -102,15 +133,6 @@ def list_audio_files(root: PathLike, extensions: Sequence[str] = AUDIO_EXTENSION
             if not file.startswith(".") and file.lower().endswith(suffixes):
                 found.append(Path(directory) / file)
     return sorted(found, key=lambda path: path.relative_to(root).as_posix())
-
-
-def _read_chunk(array: np.ndarray, start: int, length: int) -> torch.Tensor:
-    """``array[:, start:start + length]`` as a new float32 tensor, zero-padded outside the array."""
-    out = np.zeros((array.shape[0], length), dtype=np.float32)
-    begin, end = max(start, 0), min(start + length, array.shape[1])
-    if begin < end:
-        out[:, begin - start:end - start] = array[:, begin:end]
-    return torch.from_numpy(out)
 
 
 class AudioFolder:
@@ -153,6 +175,7 @@ class AudioFolder:
         self.root = Path(root).expanduser()
         self.sample_rate = int(sample_rate)
         self.channels = int(channels)
+        self.stems: Tuple[str, ...] = (MIX,)
         self.categories_from_subfolders = categories_from_subfolders
         if not self.root.exists():
             raise DataError(f"{self.root}: no such folder")
@@ -221,9 +244,12 @@ class AudioFolder:
     def num_frames(self, index: int) -> int:
         return self._frames[index]
 
-    def read(self, index: int, start: int, length: int) -> torch.Tensor:
-        """Frames ``[start, start + length)`` of item ``index``: float32 ``(channels, length)``, zero-padded."""
-        return _read_chunk(self._cache.open(self._entries[index], self.channels), start, length)
+    def read(self, index: int, start: int, length: int, stems: Optional[Sequence[str]] = None) -> torch.Tensor:
+        """Frames ``[start, start + length)`` of file ``index``: float32 ``(1, channels, length)``, zero-padded."""
+        out = np.zeros((len(stem_positions(self.stems, stems)), self.channels, length), dtype=np.float32)
+        if len(out):
+            copy_window(self._cache.open(self._entries[index], self.channels), start, out[0])
+        return torch.from_numpy(out)
 
     def name(self, index: int) -> str:
         """The file's path relative to ``root`` (absolute for a listed file outside it)."""
@@ -299,25 +325,6 @@ class NoiseFolder(AudioFolder):
         return torch.tensor(
             [self.category_weights[c] / total / counts[c] for c in self._categories], dtype=torch.float64
         )
-
-
-def hash_split(relative_path: str, fractions: Tuple[float, float] = (0.90, 0.05)) -> str:
-    """``"train"``, ``"valid"`` or ``"test"`` for a file, from a hash of its relative path.
-
-    Stable across machines and Python versions (unlike ``hash()``), and adding files never moves others.
-    """
-    bucket = int(hashlib.sha1(relative_path.encode("utf-8")).hexdigest()[:8], 16) / 16**8
-    if bucket < fractions[0]:
-        return "train"
-    return "valid" if bucket < fractions[0] + fractions[1] else "test"
-
-
-def normalize_split(split: str) -> str:
-    """Map ``val``, ``validation``, ``dev``... to ``train``/``valid``/``test``."""
-    value = _SPLIT_ALIASES.get(str(split).strip().lower())
-    if value is None:
-        raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    return value
 
 
 class MNDataset:
@@ -465,37 +472,43 @@ def _read_table(table: Path) -> List[Tuple[str, str, str]]:
 
 
 class GeneratedMusic:
-    """A source of built-in generated music (see :mod:`musicfx.data.generator`); needs no files.
+    """The built-in music generator (:mod:`musicfx.data.generator`) as a source; needs no files.
 
-    Item ``i`` is the piece drawn from :func:`~musicfx.data.sampling.example_generator` ``(seed, i)``;
+    Item ``i`` is the piece drawn from :func:`~musicfx.data.seeding.example_generator` ``(seed, i)``, read as
+    any of its stems (``vocals``, ``bass``, ``drums``, ``other``) and its mix (``"mix"``, their sum): a source
+    of clean music for denoising reads ``stems=("mix",)``, a multitrack source reads the four stems.
     :meth:`read` renders only the requested window, so random chunks of long items stay cheap, and the
-    result depends only on ``(seed, index, start, length)``. Each item is peak-normalised to between 0.5
-    and 0.9 (its gain is found by rendering it once per process, then remembered).
+    result depends only on ``(seed, index, start, length)``. All stems of a piece share one gain, which
+    brings the peak of its mix to between 0.5 and 0.9 (found by rendering the piece once per process).
 
     Args:
         num_items: number of distinct pieces.
         duration: length of each piece in seconds.
         sample_rate: in Hz.
         channels: 1, 2 (panned stereo) or more (mono repeated).
-        seed: which pieces.
-        kind: ``"mix"`` or one stem, ``"vocals"``, ``"bass"``, ``"drums"``, ``"other"`` (sources with the same
-            seed and different kinds give the stems of the same pieces, each normalised on its own).
+        seed: which pieces; use a different seed per split (:func:`~musicfx.data.seeding.song_seed`).
+        stems: what an item holds, in order, among ``"mix"`` and the generator's four stems.
     """
 
     def __init__(self, num_items: int = 64, duration: float = 10.0, sample_rate: int = 44100, channels: int = 1,
-                 seed: int = 0, kind: str = "mix") -> None:
+                 seed: int = 0, stems: Sequence[str] = (MIX,)) -> None:
         if num_items < 1:
             raise ValueError(f"num_items must be >= 1, got {num_items}")
         if duration <= 0:
             raise ValueError(f"duration must be positive, got {duration}")
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if sample_rate < 1:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        self.stems: Tuple[str, ...] = check_stems(stems)
+        unknown = [stem for stem in self.stems if stem != MIX and stem not in GENERATOR_STEMS]
+        if unknown:
+            raise ValueError(f"the generator has no stems {unknown}; it makes {[MIX, *GENERATOR_STEMS]}")
         self.num_items = int(num_items)
         self.duration = float(duration)
         self.sample_rate = int(sample_rate)
         self.channels = int(channels)
         self.seed = int(seed)
-        self.kind = kind
         self._frames = int(round(self.duration * self.sample_rate))
         self._scores: "OrderedDict[int, Score]" = OrderedDict()
         self._gains: Dict[int, float] = {}
@@ -507,19 +520,23 @@ class GeneratedMusic:
         self._check(index)
         return self._frames
 
-    def read(self, index: int, start: int, length: int) -> torch.Tensor:
-        """Frames ``[start, start + length)`` of piece ``index``: float32 ``(channels, length)``, zero-padded."""
+    def read(self, index: int, start: int, length: int, stems: Optional[Sequence[str]] = None) -> torch.Tensor:
+        """Frames ``[start, start + length)`` of piece ``index``: float32 ``(len(stems), channels, length)``."""
+        wanted = [self.stems[position] for position in stem_positions(self.stems, stems)]
         score = self._score(index)
-        audio = render_kind(score, self.sample_rate, self.channels, self.kind, start, length)
-        return audio * self._gain(index, score)
+        audio = render(score, self.sample_rate, self.channels, start, length,
+                       GENERATOR_STEMS if MIX in wanted else tuple(wanted))
+        if MIX in wanted:
+            audio[MIX] = sum(audio[stem] for stem in GENERATOR_STEMS)
+        return torch.stack([audio[stem] for stem in wanted]) * self._gain(index, score)
 
     def name(self, index: int) -> str:
         self._check(index)
-        return f"generated-{self.kind}-seed{self.seed}-{index:05d}"
+        return f"generated-seed{self.seed}-{index:05d}"
 
     def category(self, index: int) -> str:
         self._check(index)
-        return self.kind
+        return "generated"
 
     def _check(self, index: int) -> None:
         if not 0 <= index < self.num_items:
@@ -529,21 +546,32 @@ class GeneratedMusic:
         self._check(index)
         score = self._scores.get(index)
         if score is None:
-            from musicfx.data.sampling import example_generator  # sampling imports this module
-
-            score = draw_score(self.duration, example_generator(self.seed, index))
-            self._scores[index] = score
+            score = self._scores[index] = draw_score(self.duration, example_generator(self.seed, index))
             if len(self._scores) > 256:  # scores are small, but num_items may be large
                 self._scores.popitem(last=False)
         return score
 
     def _gain(self, index: int, score: Score) -> float:
+        # One gain for all stems, from the whole mix: stems stay in proportion whichever subset is read.
         gain = self._gains.get(index)
         if gain is None:
-            whole = render_kind(score, self.sample_rate, self.channels, self.kind)
-            gain = self._gains[index] = peak_gain(whole, score.target_peak)
+            whole = render(score, self.sample_rate, self.channels, 0, self._frames)
+            gain = self._gains[index] = peak_gain(sum(whole.values()), score.target_peak)
         return gain
 
     def __repr__(self) -> str:
         return (f"GeneratedMusic(num_items={self.num_items}, duration={self.duration}, sample_rate={self.sample_rate}, "
-                f"channels={self.channels}, seed={self.seed}, kind={self.kind!r})")
+                f"channels={self.channels}, seed={self.seed}, stems={self.stems})")
+
+
+def check_stems(stems: Sequence[str]) -> Tuple[str, ...]:
+    """``stems`` as a tuple of distinct names (ignoring case); a bare string is one stem."""
+    if isinstance(stems, str):  # a bare string would be read as one stem per letter
+        stems = (stems,)
+    stems = tuple(str(stem) for stem in stems)
+    if not stems:
+        raise ValueError("stems must name at least one stem")
+    lowered = [stem.lower() for stem in stems]
+    if len(set(lowered)) != len(lowered):
+        raise ValueError(f"stem names must be distinct (ignoring case), got {stems}")
+    return stems

@@ -148,7 +148,7 @@ def compute_features(
             layout of :class:`~musicfx.data.multitrack.StemFolder`: names matched ignoring case, ``.wav``,
             ``.flac``, ...), or a multitrack source object such as
             :func:`~musicfx.data.multitrack.multitrack_source`'s (MUSDB18 ``.stem.mp4``, one split) or
-            :class:`~musicfx.data.multitrack.GeneratedStems`.
+            :class:`~musicfx.data.sources.GeneratedMusic`.
         stems: stem types to measure; a song missing one simply does not contribute to it.
         sample_rate: stems are resampled to this rate (ignored when ``config`` is given).
         workers: processes measuring songs in parallel (default: one per CPU; ``0`` or ``1``: in this

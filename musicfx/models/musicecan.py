@@ -49,7 +49,7 @@ Size and speed of the default configuration: see :class:`MusicECAN`.
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -150,6 +150,8 @@ class MusicECAN(nn.Module):
         eca_gamma: ``gamma`` of ECA's adaptive kernel size.
         eca_b: ``b`` of ECA's adaptive kernel size.
         eps: floor of the RMS used to normalise the input level.
+        sample_rate: the rate the model is trained and run at, declared for the task and the data (``None``:
+            not declared, the task's ``sample_rate`` decides).
     """
 
     def __init__(
@@ -163,8 +165,10 @@ class MusicECAN(nn.Module):
         eca_gamma: float = 2.0,
         eca_b: float = 1.0,
         eps: float = 1e-5,
+        sample_rate: Optional[int] = None,
     ) -> None:
         super().__init__()
+        self.sample_rate = sample_rate
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
         if hop_length < 1 or hop_length > n_fft:

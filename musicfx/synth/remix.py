@@ -1,7 +1,7 @@
 """Demucs-style stem augmentations, batched on the device: ``(batch, stems, channels, time)`` in and out.
 
 Every module's ``forward(stems, seeds)`` takes the raw stems of a batch and the per-example scene seeds the
-dataset drew (:class:`~musicfx.data.multitrack.StemChunkDataset`'s ``"seed"``). Random choices come from
+dataset drew (:class:`~musicfx.data.sampling.ChunkDataset`'s ``"seed"``). Random choices come from
 :func:`~musicfx.rng.hash_uniform` of :func:`~musicfx.rng.derive_seeds` ``(seeds, salt)``,
 one salt per module, so an example's shift, flips and gains depend on its own seed only: not on the other
 examples of the batch, their order, the rank or the device. :class:`Remix` is the exception by nature: it

@@ -14,10 +14,12 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from musicfx.data.multitrack import multitrack_source
+from musicfx.data.sources import Source
 from musicfx.errors import ConfigError
-from musicfx.tasks.base import Task
+from musicfx.tasks.base import Task, declared
 from musicfx.tasks.media import log_examples
-from musicfx.tasks.multitrack import MultitrackData, stems_from_batch
+from musicfx.tasks.multitrack import MultitrackData
 
 MUSDB_STEMS: Tuple[str, ...] = ("vocals", "drums", "bass", "other")
 NORMALIZED_SUFFIX = "@normalized"
@@ -42,9 +44,12 @@ class AutomixTask(Task):
         pretrained: checkpoint of a ``"pretrain"`` run whose front and back end initialise this model.
         freeze_front_back: keep the pretrained front and back end fixed while training the mixer.
         optimizer, scheduler: see :class:`~musicfx.tasks.base.Task`.
-        sample_rate, channels: what the model works at (channels per input stem).
+        sample_rate, channels: what the model works at (channels per input stem); default: what the model
+            declares, else 44.1 kHz stereo.
         log_examples: validation examples logged as audio + spectrograms each validation.
     """
+
+    default_channels = 2
 
     def __init__(
         self,
@@ -56,8 +61,8 @@ class AutomixTask(Task):
         freeze_front_back: bool = False,
         optimizer: OptimizerCallable = _amsgrad,
         scheduler: Optional[LRSchedulerCallable] = None,
-        sample_rate: int = 44100,
-        channels: int = 2,
+        sample_rate: Optional[int] = None,
+        channels: Optional[int] = None,
         log_examples: int = 1,
     ) -> None:
         if mode not in ("mix", "pretrain"):
@@ -67,7 +72,7 @@ class AutomixTask(Task):
         if loss is None:
             from musicfx.losses.automix import AutomixLoss, StereoSTFTLoss
 
-            loss = AutomixLoss(stereo=StereoSTFTLoss(sample_rate=sample_rate))
+            loss = AutomixLoss(stereo=StereoSTFTLoss(sample_rate=declared(model, "sample_rate", sample_rate, 44100)))
         super().__init__(model, loss, optimizer, scheduler, sample_rate, channels)
         self.stems = tuple(stems)
         self.mode = mode
@@ -242,6 +247,9 @@ class _WithNormalized:
     def name(self, index: int) -> str:
         return self.original.name(self._pairs[index][0])
 
+    def category(self, index: int) -> str:
+        return self.original.category(self._pairs[index][0])
+
 
 def _song_key(name: str) -> str:
     from pathlib import PurePath
@@ -276,14 +284,15 @@ class AutomixData(MultitrackData):
         gain_db, pan, eq_bands, eq_gain_db, compressor_prob, reverb_prob, channel_swap, stem_dropout:
             the random console's ranges and probabilities (see :class:`~musicfx.synth.console.RandomConsole`).
         house_gain_db: per-stem gains (dB) of the generator's target mix; stems not named get 0 dB.
-        Other arguments: see :class:`~musicfx.tasks.multitrack.MultitrackData`.
+        segment, batch_size: automix defaults (10 s examples, 4 per batch).
+        **kwargs: see :class:`~musicfx.tasks.multitrack.MultitrackData` (``root``, ``stems``) and
+            :class:`~musicfx.tasks.data.ChunkData`.
     """
 
     def __init__(
         self,
-        root: Optional[str] = None,
+        *,
         normalized_root: Optional[str] = None,
-        stems: Sequence[str] = MUSDB_STEMS,
         console: bool = True,
         gain_db: Tuple[float, float] = (-6.0, 6.0),
         pan: Tuple[float, float] = (-0.6, 0.6),
@@ -294,64 +303,50 @@ class AutomixData(MultitrackData):
         channel_swap: float = 0.5,
         stem_dropout: float = 0.1,
         house_gain_db: Optional[Dict[str, float]] = None,
-        sample_rate: int = 44100,
-        channels: int = 2,
         segment: float = 10.0,
         batch_size: int = 4,
-        num_workers: int = 2,
-        train_examples: int = 4096,
-        val_examples: int = 32,
-        test_examples: int = 64,
-        random_mix: bool = False,
-        silence_threshold_db: float = -60.0,
-        seed: int = 0,
-        cache_dir: Optional[str] = None,
-        generated_items: int = 64,
-        generated_duration: float = 20.0,
+        **kwargs: Any,
     ) -> None:
-        if normalized_root is not None and root is None:
+        if normalized_root is not None and kwargs.get("root") is None:
             raise ConfigError("data.init_args.normalized_root needs root (the original stems) as well")
-        if random_mix:
+        if kwargs.get("random_mix"):
             raise ConfigError("random_mix makes no sense for automix: the target mix needs the stems of one song")
-        super().__init__(
-            root, stems, sample_rate, channels, segment, batch_size, num_workers, train_examples, val_examples,
-            test_examples, random_mix, silence_threshold_db, seed, cache_dir, generated_items, generated_duration,
-        )
-        from musicfx.synth.console import RandomConsole
-
+        super().__init__(segment=segment, batch_size=batch_size, **kwargs)
         self.save_hyperparameters()
         self.normalized_root = normalized_root
         self.use_console = console
-        self.console = RandomConsole(
-            num_stems=len(self.stems), sample_rate=sample_rate, gain_db=tuple(gain_db), pan=tuple(pan),
-            eq_bands=eq_bands, eq_gain_db=tuple(eq_gain_db), compressor_prob=compressor_prob,
-            reverb_prob=reverb_prob, channel_swap=channel_swap, stem_dropout=stem_dropout,
+        self._console_settings = dict(
+            gain_db=tuple(gain_db), pan=tuple(pan), eq_bands=eq_bands, eq_gain_db=tuple(eq_gain_db),
+            compressor_prob=compressor_prob, reverb_prob=reverb_prob, channel_swap=channel_swap,
+            stem_dropout=stem_dropout,
         )
+        house = {"vocals": 3.0, "other": -2.0} if house_gain_db is None else dict(house_gain_db)
+        self._house_gain_db = torch.tensor([float(house.get(stem, 0.0)) for stem in self.stems])
+        self.build_scene()
+
+    def build_scene(self) -> None:
+        from musicfx.synth.console import RandomConsole
+
+        self.console = RandomConsole(num_stems=len(self.stems), sample_rate=self.sample_rate, **self._console_settings)
         self.engineer = None
-        if root is None:
+        if self.root is None:
             self.engineer = RandomConsole(
-                num_stems=len(self.stems), sample_rate=sample_rate, gain_db=(-2.0, 2.0), pan=(-0.4, 0.4),
+                num_stems=len(self.stems), sample_rate=self.sample_rate, gain_db=(-2.0, 2.0), pan=(-0.4, 0.4),
                 eq_bands=3, eq_gain_db=(-3.0, 3.0), compressor_prob=0.7, threshold_db=(-24.0, -12.0),
                 ratio=(2.0, 4.0), reverb_prob=0.5, rt60=(0.3, 0.8), wet=(0.05, 0.2), channel_swap=0.0,
                 stem_dropout=0.0,
             )
-        house = {"vocals": 3.0, "other": -2.0} if house_gain_db is None else dict(house_gain_db)
-        self._house_gain_db = torch.tensor([float(house.get(stem, 0.0)) for stem in self.stems])
 
     # ------------------------------------------------------------------------------------------ sources
-    def source(self, split: str):
-        if split in self._sources:
-            return self._sources[split]
-        original = super().source(split)
+    def build_sources(self, split: str) -> Dict[str, Source]:
+        sources = super().build_sources(split)
         if self.normalized_root is not None:
-            from musicfx.data.multitrack import multitrack_source
-
             normalized = multitrack_source(
                 self.normalized_root, split=split, stems=self.stems, sample_rate=self.sample_rate,
                 channels=self.channels, cache_dir=self.cache_dir,
             )
-            self._sources[split] = _WithNormalized(original, normalized)
-        return self._sources[split]
+            sources["stems"] = _WithNormalized(sources["stems"], normalized)
+        return sources
 
     @property
     def draw(self):
@@ -369,13 +364,11 @@ class AutomixData(MultitrackData):
         return draw
 
     # ---------------------------------------------------------------------------------------- the scene
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+    def scene(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         from musicfx.audio.io import convert_channels
         from musicfx.rng import derive_seeds
 
-        stems, seeds = stems_from_batch(batch)
-        if stems is None:
-            return batch
+        stems, seeds = batch["stems"], batch["seed"]
         count = len(self.stems)
         params = {key: batch[key] for key in self.console.param_keys}
         if self.normalized_root is not None:

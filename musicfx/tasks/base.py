@@ -15,6 +15,36 @@ from torch import nn
 from musicfx.errors import ConfigError
 
 
+def declared(model: nn.Module, name: str, given: Any, default: Any) -> Any:
+    """What ``model`` declares as ``name`` (its sources, sample rate, channels), the task's ``given`` value
+    when the model declares nothing, else ``default``.
+
+    Raises:
+        ConfigError: the task was given a value that differs from the model's.
+    """
+    own = getattr(model, name, None)
+    if isinstance(own, (list, tuple)):
+        own, given = tuple(own), tuple(given) if given is not None else None
+    if own is None:
+        return default if given is None else given
+    if given is not None and given != own:
+        raise ConfigError(
+            f"model.init_args.{name} is {list(given) if isinstance(given, tuple) else given} but the network "
+            f"(model.init_args.model) declares {list(own) if isinstance(own, tuple) else own}; "
+            f"leave model.init_args.{name} out, the network's value is used"
+        )
+    return own
+
+
+def record_hparam(owner: Any, name: str, value: Any) -> None:
+    """Record the value ``name`` resolved to in ``owner``'s saved hyperparameters (checkpoint and logger):
+    what the run used, not "unset". Lightning logs a module's and a datamodule's side by side and refuses
+    keys that differ."""
+    for store in (owner.hparams, getattr(owner, "_hparams_initial", None)):
+        if store is not None and name in store:
+            store[name] = value
+
+
 def _default_optimizer(params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
 
@@ -27,9 +57,15 @@ class Task(pl.LightningModule):
         loss: training criterion ``(estimate, target) -> scalar``.
         optimizer: a callable ``params -> Optimizer`` (``class_path``/``init_args`` in a recipe).
         scheduler: optional callable ``optimizer -> LRScheduler``, stepped every optimizer step.
-        sample_rate: the rate the model works at; inference resamples inputs to it.
-        channels: channels the model takes (1 or 2); inference maps files to it.
+        sample_rate: the rate the model works at; inference resamples inputs to it. Default: the model's
+            own ``sample_rate`` (a model declares what it needs, as Demucs models carry ``samplerate``),
+            else 44100; given as well, it must equal the model's.
+        channels: channels the model takes (1 or 2); inference maps files to it. Default: the model's
+            ``channels``, else ``default_channels``.
     """
+
+    #: Channels when neither the task nor the model says.
+    default_channels: int = 1
 
     def __init__(
         self,
@@ -37,8 +73,8 @@ class Task(pl.LightningModule):
         loss: nn.Module,
         optimizer: OptimizerCallable = _default_optimizer,
         scheduler: Optional[LRSchedulerCallable] = None,
-        sample_rate: int = 44100,
-        channels: int = 1,
+        sample_rate: Optional[int] = None,
+        channels: Optional[int] = None,
     ) -> None:
         super().__init__()
         # Under the CLI this stores the recipe's class_path/init_args, so load_from_checkpoint rebuilds the
@@ -48,8 +84,10 @@ class Task(pl.LightningModule):
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.sample_rate = sample_rate
-        self.channels = channels
+        self.sample_rate: int = declared(model, "sample_rate", sample_rate, 44100)
+        self.channels: int = declared(model, "channels", channels, self.default_channels)
+        record_hparam(self, "sample_rate", self.sample_rate)
+        record_hparam(self, "channels", self.channels)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         return self.model(audio)

@@ -19,7 +19,7 @@ from torch import nn
 from musicfx.errors import ConfigError
 from musicfx.tasks.base import Task, _default_optimizer
 from musicfx.tasks.media import log_examples
-from musicfx.tasks.multitrack import MultitrackData, stems_from_batch
+from musicfx.tasks.multitrack import MultitrackData
 
 MUSDB_STEMS: Tuple[str, ...] = ("vocals", "drums", "bass", "other")
 
@@ -201,13 +201,20 @@ class BleedData(MultitrackData):
         rooms: number of simulated rooms in the cached impulse-response bank (room bleed).
         gain: range of the random per-stem gain applied before the bleed (training only).
         remix, remix_group_size: shuffle stems across songs within groups (training only).
-        Other arguments: see :class:`~musicfx.tasks.multitrack.MultitrackData`.
+        channels: channels read per stem (each is debled on its own: the model sees one channel per track).
+        segment: example length in seconds.
+        **kwargs: see :class:`~musicfx.tasks.multitrack.MultitrackData` (``root``, ``stems``, ``random_mix``)
+            and :class:`~musicfx.tasks.data.ChunkData`.
     """
+
+    rendered_one_per_stem = True  # a bleeding track is one microphone's instrument
+
+    default_channels = 1
+    model_format = ("sample_rate",)
 
     def __init__(
         self,
-        root: Optional[str] = None,
-        stems: Sequence[str] = MUSDB_STEMS,
+        *,
         bleed: Union[str, Sequence[str]] = "linear",
         diagonal: Tuple[float, float] = (0.6, 1.0),
         off_diagonal: Tuple[float, float] = (0.05, 0.31),
@@ -219,52 +226,44 @@ class BleedData(MultitrackData):
         gain: Tuple[float, float] = (0.5, 1.25),
         remix: bool = True,
         remix_group_size: int = 4,
-        sample_rate: int = 44100,
         channels: int = 1,
         segment: float = 4.0,
-        batch_size: int = 8,
-        num_workers: int = 2,
-        train_examples: int = 4096,
-        val_examples: int = 32,
-        test_examples: int = 64,
-        random_mix: bool = False,
-        silence_threshold_db: float = -60.0,
-        seed: int = 0,
-        cache_dir: Optional[str] = None,
-        generated_items: int = 64,
-        generated_duration: float = 20.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            root, stems, sample_rate, channels, segment, batch_size, num_workers, train_examples, val_examples,
-            test_examples, random_mix, silence_threshold_db, seed, cache_dir, generated_items, generated_duration,
-        )
-        from musicfx.data.impulse_responses import load_impulse_responses
-        from musicfx.synth.bleed import BleedSynth
+        super().__init__(channels=channels, segment=segment, **kwargs)
         from musicfx.synth.remix import RemixAugment
 
         self.save_hyperparameters()
         kinds = bleed if isinstance(bleed, str) else list(bleed)
-        room_bank = None
+        self._room_bank = None
         if "room" in ([kinds] if isinstance(kinds, str) else kinds):
-            room_bank = dict(num_rooms=rooms, seed=seed, rt60=tuple(rt60), cache_dir=cache_dir)
-        self.synth = BleedSynth(
-            kind=kinds, num_tracks=len(self.stems), sample_rate=sample_rate, diagonal=tuple(diagonal),
-            off_diagonal=tuple(off_diagonal), max_delay_ms=max_delay_ms, rt60=tuple(rt60), ir_length=ir_length,
-            room_bank=room_bank, impulse_responses=None if ir_folder is None else load_impulse_responses(
-                ir_folder, sample_rate, max(1, round(ir_length * sample_rate))),
+            self._room_bank = dict(num_rooms=rooms, seed=self.seed, rt60=tuple(rt60), cache_dir=self.cache_dir)
+        self._ir_folder = ir_folder
+        self._bleed_settings = dict(
+            kind=kinds, num_tracks=len(self.stems), diagonal=tuple(diagonal), off_diagonal=tuple(off_diagonal),
+            max_delay_ms=max_delay_ms, rt60=tuple(rt60), ir_length=ir_length,
         )
         self.augment = RemixAugment(
             shift=0, group_size=remix_group_size, remix=remix, gain=tuple(gain), channel_swap=0.0, sign_flip=0.0
         )
+        self.build_scene()
+
+    def build_scene(self) -> None:
+        from musicfx.data.impulse_responses import load_impulse_responses
+        from musicfx.synth.bleed import BleedSynth
+
+        # The synth never reads files: measured responses are loaded here, at the data's sample rate.
+        responses = None if self._ir_folder is None else load_impulse_responses(
+            self._ir_folder, self.sample_rate, max(1, round(self._bleed_settings["ir_length"] * self.sample_rate)))
+        self.synth = BleedSynth(sample_rate=self.sample_rate, room_bank=self._room_bank, impulse_responses=responses,
+                                **self._bleed_settings)
 
     @property
     def draw(self):
         return self.synth.draw
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        stems, seeds = stems_from_batch(batch)
-        if stems is None:
-            return batch
+    def scene(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        stems, seeds = batch["stems"], batch["seed"]
         if self.training_batch:
             stems = self.augment(stems, seeds)
         params = {key: value for key, value in batch.items() if key not in ("stems", "seed")}

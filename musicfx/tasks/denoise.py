@@ -9,13 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-from torch.utils.data import DataLoader
 
+from musicfx.data.sources import AudioFolder, MNDataset, NoiseFolder, Source, list_audio_files
+from musicfx.errors import ConfigError
 from musicfx.tasks.base import Task, _default_optimizer
+from musicfx.tasks.data import ChunkData
 from musicfx.tasks.media import log_examples
 
 PathList = Union[str, Sequence[str]]
@@ -31,7 +32,8 @@ class DenoiseTask(Task):
         loss: criterion ``(estimate, clean) -> scalar``; default multi-resolution STFT + L1.
         intermediate_weight: weight of the loss on each intermediate estimate.
         optimizer, scheduler: injected callables (see :class:`~musicfx.tasks.base.Task`).
-        sample_rate, channels: what the model works at.
+        sample_rate, channels: what the model works at; default: what the model declares (see
+            :class:`~musicfx.tasks.base.Task`).
         log_examples: how many validation examples to log as audio + spectrogram each validation.
     """
 
@@ -42,8 +44,8 @@ class DenoiseTask(Task):
         intermediate_weight: float = 0.5,
         optimizer: OptimizerCallable = _default_optimizer,
         scheduler: Optional[LRSchedulerCallable] = None,
-        sample_rate: int = 44100,
-        channels: int = 1,
+        sample_rate: Optional[int] = None,
+        channels: Optional[int] = None,
         log_examples: int = 2,
     ) -> None:
         if loss is None:
@@ -121,7 +123,7 @@ class DenoiseTask(Task):
         )
 
 
-class DenoiseData(pl.LightningDataModule):
+class DenoiseData(ChunkData):
     """Clean music chunks and noise, mixed into noisy/clean pairs on the device.
 
     Music comes from, in order of precedence: ``mn_root`` (the M&N layout, with its splits), ``music`` (one
@@ -136,11 +138,6 @@ class DenoiseData(pl.LightningDataModule):
         mn_root: root of an M&N-layout dataset (``music/<category>``, ``noise/<category>``).
         val_music: folder(s) for validation; default: a held-out share of ``music``.
         test_music: folder(s) for ``musicfx test``; default: the validation music (with other scenes).
-        sample_rate, channels: what examples are made at (files are resampled / channel-converted once).
-        segment: example length in seconds.
-        batch_size, num_workers: DataLoader settings (per device).
-        train_examples: examples per training epoch (over all devices).
-        val_examples, test_examples: size of the fixed validation / test sets.
         snr_db: range of the SNR each example is mixed at.
         categories: weights of the procedural noise categories (default uniform).
         file_noise_prob: share of examples that use a real noise chunk when noise files are available.
@@ -148,26 +145,18 @@ class DenoiseData(pl.LightningDataModule):
         gain_db: range of the random gain applied to each example (clean and noise alike).
         flip_prob, swap_prob: probabilities of a polarity flip and (stereo) a channel swap.
         val_fraction: share of ``music`` files held out for validation when ``val_music`` is not given.
-        seed: seeds every example; a seed reproduces the data of a run.
-        cache_dir: where decoded audio is memory-mapped (default ``$MUSICFX_CACHE`` or ``~/.cache/musicfx/decoded``).
-        generated_items: number of distinct built-in songs per split.
+        **kwargs: see :class:`~musicfx.tasks.data.ChunkData` (``sample_rate``, ``channels``, ``segment``,
+            ``batch_size``, ``num_workers``, ``train_examples``, ``val_examples``, ``seed``, ``cache_dir``...).
     """
 
     def __init__(
         self,
+        *,
         music: Optional[PathList] = None,
         noise: Optional[str] = None,
         mn_root: Optional[str] = None,
         val_music: Optional[PathList] = None,
         test_music: Optional[PathList] = None,
-        sample_rate: int = 44100,
-        channels: int = 1,
-        segment: float = 2.0,
-        batch_size: int = 8,
-        num_workers: int = 2,
-        train_examples: int = 1024,
-        val_examples: int = 32,
-        test_examples: int = 64,
         snr_db: Tuple[float, float] = (-5.0, 20.0),
         categories: Optional[Dict[str, float]] = None,
         file_noise_prob: float = 0.5,
@@ -176,47 +165,37 @@ class DenoiseData(pl.LightningDataModule):
         flip_prob: float = 0.5,
         swap_prob: float = 0.5,
         val_fraction: float = 0.1,
-        seed: int = 0,
-        cache_dir: Optional[str] = None,
-        generated_items: int = 64,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
-        from musicfx.synth.noise import NoiseSynth
-
+        super().__init__(**kwargs)
         self.save_hyperparameters()
         self.music = music
         self.noise = noise
         self.mn_root = mn_root
         self.val_music = val_music
         self.test_music = test_music
+        if self.scores is not None and (music is not None or mn_root is not None):
+            raise ConfigError(f"give either music/mn_root or scores ({self.scores}) to train on, not both")
         self.noise_category_weights = noise_category_weights
-        self.sample_rate = sample_rate
-        self.channels = channels
-        self.segment_frames = int(round(segment * sample_rate))
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.train_examples = train_examples
-        self.val_examples = val_examples
-        self.test_examples = test_examples
         self.val_fraction = val_fraction
-        self.seed = seed
-        self.cache_dir = cache_dir
-        self.generated_items = generated_items
-        self.synth = NoiseSynth(
-            sample_rate, snr_db=tuple(snr_db), categories=categories, file_noise_prob=file_noise_prob,
-            gain_db=tuple(gain_db), flip_prob=flip_prob, swap_prob=swap_prob,
-        )
-        self._sources: Dict[str, Dict[str, Any]] = {}
+        self._synth_settings = dict(snr_db=tuple(snr_db), categories=categories, file_noise_prob=file_noise_prob,
+                                    gain_db=tuple(gain_db), flip_prob=flip_prob, swap_prob=swap_prob)
         self._music_split: Optional[Tuple[List[Path], List[Path]]] = None
+        self.build_scene()
+
+    def build_scene(self) -> None:
+        from musicfx.synth.noise import NoiseSynth
+
+        self.synth = NoiseSynth(self.sample_rate, **self._synth_settings)
+
+    @property
+    def draw(self):
+        return self.synth.draw
 
     # ----------------------------------------------------------------------------------------- sources
-    def _folder(self, paths: PathList, files: Optional[List[Path]] = None):
-        from musicfx.data.sources import AudioFolder
-
+    def _folder(self, paths: PathList, files: Optional[List[Path]] = None) -> AudioFolder:
         roots = [paths] if isinstance(paths, (str, Path)) else list(paths)
         if len(roots) != 1 and files is None:
-            from musicfx.data.sources import list_audio_files
-
             files = [f for root in roots for f in list_audio_files(root)]
         return AudioFolder(
             roots[0], sample_rate=self.sample_rate, channels=self.channels, cache_dir=self.cache_dir,
@@ -230,8 +209,6 @@ class DenoiseData(pl.LightningDataModule):
         return self._music_split
 
     def _list_and_split(self, paths: PathList) -> Tuple[List[Path], List[Path]]:
-        from musicfx.data.sources import list_audio_files
-
         roots = [paths] if isinstance(paths, (str, Path)) else list(paths)
         files = [f for root in roots for f in list_audio_files(root)]
         if len(files) < 2:
@@ -243,12 +220,8 @@ class DenoiseData(pl.LightningDataModule):
         train = [f for f in files if f not in set(val)]
         return train, val
 
-    def _build_sources(self, split: str) -> Dict[str, Any]:
-        from musicfx.data.sources import GeneratedMusic, MNDataset, NoiseFolder
-
-        if split in self._sources:
-            return self._sources[split]
-        sources: Dict[str, Any] = {}
+    def build_sources(self, split: str) -> Dict[str, Source]:
+        sources: Dict[str, Source] = {}
         noise = None
         if self.mn_root is not None:
             dataset = MNDataset(
@@ -266,11 +239,7 @@ class DenoiseData(pl.LightningDataModule):
                 train, val = self._split_files(self.music)
                 sources["clean"] = self._folder(self.music, train if split == "train" else val)
         else:
-            offset = {"train": 0, "valid": 1, "test": 2}[split]
-            sources["clean"] = GeneratedMusic(
-                num_items=self.generated_items, duration=max(10.0, 2 * self.segment_frames / self.sample_rate),
-                sample_rate=self.sample_rate, channels=self.channels, seed=self.seed * 3 + offset,
-            )
+            sources["clean"] = self.generated(split)
         if self.noise is not None:
             noise = NoiseFolder(
                 self.noise, sample_rate=self.sample_rate, channels=self.channels, cache_dir=self.cache_dir,
@@ -278,51 +247,12 @@ class DenoiseData(pl.LightningDataModule):
             )
         if noise is not None and len(noise) > 0:
             sources["noise"] = noise
-        self._sources[split] = sources
         return sources
 
-    def setup(self, stage: Optional[str] = None) -> None:
-        if stage in (None, "fit"):
-            self._build_sources("train")
-        if stage in (None, "fit", "validate"):
-            self._build_sources("valid")
-        if stage in (None, "test"):
-            self._build_sources("test")
-
-    # ------------------------------------------------------------------------------------- dataloaders
-    def _dataset(self, split: str, num_examples: int):
-        from musicfx.data.sampling import ChunkDataset
-
-        # Distinct seeds per split: validation and test scenes never repeat training scenes.
-        split_seed = {"train": 0, "valid": 1, "test": 2}[split]
-        return ChunkDataset(
-            self._build_sources(split), self.segment_frames, num_examples,
-            seed=self.seed * 1000003 + split_seed, draw=self.synth.draw,
-        )
-
-    def _loader(self, dataset, sampler=None) -> DataLoader:
-        from musicfx.tasks.multitrack import make_loader
-
-        return make_loader(dataset, self.batch_size, self.num_workers, sampler)
-
-    def train_dataloader(self) -> DataLoader:
-        from musicfx.data.sampling import ExampleSampler
-
-        return self._loader(self._dataset("train", self.train_examples), ExampleSampler(self.train_examples))
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("valid", self.val_examples))
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("test", self.test_examples))
-
-    def predict_dataloader(self) -> DataLoader:
-        """The fixed test scenes, so ``musicfx predict`` returns the model's estimates for them."""
-        return self.test_dataloader()
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if not (isinstance(batch, dict) and "clean" in batch and "noisy" not in batch):
-            return batch
+    # ------------------------------------------------------------------------------------------ the scene
+    def scene(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        # Sources read (stems, channels, time); music and noise recordings hold one stem.
         params = {key: batch[key] for key in self.synth.param_keys}
-        noisy, clean = self.synth(batch["clean"], params, batch.get("noise"))
+        noise = batch.get("noise")
+        noisy, clean = self.synth(batch["clean"][:, 0], params, None if noise is None else noise[:, 0])
         return {"noisy": noisy, "clean": clean}

@@ -19,9 +19,9 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from musicfx.errors import ConfigError
-from musicfx.tasks.base import Task, _default_optimizer
+from musicfx.tasks.base import Task, _default_optimizer, declared, record_hparam
 from musicfx.tasks.media import log_examples
-from musicfx.tasks.multitrack import MultitrackData, stems_from_batch
+from musicfx.tasks.multitrack import MultitrackData
 
 MUSDB_STEMS: Tuple[str, ...] = ("vocals", "drums", "bass", "other")
 
@@ -39,7 +39,8 @@ class SeparationTask(Task):
             ``domain = "mask"`` (:class:`~musicfx.losses.separation.MaskBCELoss`) is given the model's
             ``forward_masks(mix)`` and the references' ``model.spectrogram(stems)`` instead.
             Default: L1 on waveforms.
-        sources: target names, in the model's output order; must equal the data's targets.
+        sources: target names, in the model's output order; must equal the data's targets. Default: the
+            model's ``sources`` (a separator declares them), else the four MUSDB18 stems.
         discriminator: when given, adversarial training: ``discriminator(stems (B,S,C,T), mix (B,C,T)) ->
             logits (B,)``; the generator loss is ``loss + adversarial_weight * adversarial +
             consistency_weight * |sum(estimates) - mix|``.
@@ -49,7 +50,7 @@ class SeparationTask(Task):
         gan_clip: gradient-norm clip of both networks in adversarial mode (Lightning's
             ``gradient_clip_val`` does not apply under manual optimization); 0 disables.
         optimizer, scheduler: the separator's (see :class:`~musicfx.tasks.base.Task`).
-        sample_rate, channels: what the model works at.
+        sample_rate, channels: what the model works at; default: what the model declares.
         log_examples: validation examples logged as audio + spectrograms each validation.
         input_statistics: Open-Unmix's statistics pass: before training, this many training batches (-1: one
             epoch) give the per-bin mean and standard deviation of the mixture magnitudes, set as the model's
@@ -61,7 +62,7 @@ class SeparationTask(Task):
         self,
         model: nn.Module,
         loss: Optional[nn.Module] = None,
-        sources: Sequence[str] = MUSDB_STEMS,
+        sources: Optional[Sequence[str]] = None,
         discriminator: Optional[nn.Module] = None,
         adversarial: str = "lsgan",
         adversarial_weight: float = 0.01,
@@ -70,8 +71,8 @@ class SeparationTask(Task):
         gan_clip: float = 5.0,
         optimizer: OptimizerCallable = _default_optimizer,
         scheduler: Optional[LRSchedulerCallable] = None,
-        sample_rate: int = 44100,
-        channels: int = 2,
+        sample_rate: Optional[int] = None,
+        channels: Optional[int] = None,
         log_examples: int = 1,
         input_statistics: int = 0,
     ) -> None:
@@ -80,7 +81,8 @@ class SeparationTask(Task):
 
             loss = WaveformLoss("l1")
         super().__init__(model, loss, optimizer, scheduler, sample_rate, channels)
-        self.sources = tuple(sources)
+        self.sources: Tuple[str, ...] = declared(model, "sources", sources, MUSDB_STEMS)
+        record_hparam(self, "sources", list(self.sources))
         self.discriminator = discriminator
         self.discriminator_optimizer_factory = discriminator_optimizer
         self.adversarial_weight = adversarial_weight
@@ -300,41 +302,23 @@ class SeparationData(MultitrackData):
         remix, remix_group_size: shuffle stems across the songs of each group of this many examples.
         gain: range of the random per-stem gain.
         channel_swap, sign_flip: per-stem probabilities.
-        Other arguments: see :class:`~musicfx.tasks.multitrack.MultitrackData`.
+        **kwargs: see :class:`~musicfx.tasks.multitrack.MultitrackData` (``root``, ``stems``, ``random_mix``)
+            and :class:`~musicfx.tasks.data.ChunkData`.
     """
 
     def __init__(
         self,
-        root: Optional[str] = None,
-        stems: Sequence[str] = MUSDB_STEMS,
+        *,
         targets: Optional[Mapping[str, Sequence[str]]] = None,
-        sample_rate: int = 44100,
-        channels: int = 2,
-        segment: float = 6.0,
-        batch_size: int = 8,
-        num_workers: int = 2,
-        train_examples: int = 4096,
-        val_examples: int = 32,
-        test_examples: int = 64,
-        random_mix: bool = False,
         shift: float = 0.5,
         remix: bool = True,
         remix_group_size: int = 4,
         gain: Tuple[float, float] = (0.25, 1.25),
         channel_swap: float = 0.5,
         sign_flip: float = 0.5,
-        silence_threshold_db: float = -60.0,
-        seed: int = 0,
-        cache_dir: Optional[str] = None,
-        generated_items: int = 64,
-        generated_duration: float = 20.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            root, stems, sample_rate, channels, segment, batch_size, num_workers, train_examples, val_examples,
-            test_examples, random_mix, silence_threshold_db, seed, cache_dir, generated_items, generated_duration,
-        )
-        from musicfx.synth.remix import RemixAugment
-
+        super().__init__(**kwargs)
         self.save_hyperparameters()
         groups = {name: [name] for name in self.stems} if targets is None else {k: list(v) for k, v in targets.items()}
         unknown = sorted({stem for members in groups.values() for stem in members} - set(self.stems))
@@ -349,21 +333,24 @@ class SeparationData(MultitrackData):
         self._membership = membership
         # Every stem its own target, in order: the stems are the targets, no sum needed.
         self._identity_targets = bool(torch.equal(membership, torch.eye(len(self.stems))))
-        self.augment = RemixAugment(
-            shift=int(round(shift * sample_rate)), group_size=remix_group_size, remix=remix, gain=tuple(gain),
-            channel_swap=channel_swap, sign_flip=sign_flip,
-        )
+        self._augment_settings = dict(group_size=remix_group_size, remix=remix, gain=tuple(gain),
+                                      channel_swap=channel_swap, sign_flip=sign_flip)
+        self.shift = shift
+        self.build_scene()
+
+    def build_scene(self) -> None:
+        from musicfx.synth.remix import RemixAugment
+
+        self.augment = RemixAugment(shift=int(round(self.shift * self.sample_rate)), **self._augment_settings)
 
     @property
     def extra_frames(self) -> int:
         return self.augment.shift
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        stems, seeds = stems_from_batch(batch)
-        if stems is None:
-            return batch
+    def scene(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        stems = batch["stems"]
         if self.training_batch:
-            stems = self.augment(stems, seeds)
+            stems = self.augment(stems, batch["seed"])
         if self._identity_targets:
             targets = stems
         else:
