@@ -464,7 +464,7 @@ def stereo_music(seconds: float, channels: int = 2) -> torch.Tensor:
     from musicfx.data.sources import GeneratedMusic
 
     source = GeneratedMusic(num_items=1, duration=seconds, sample_rate=MUSIC_RATE, channels=channels, seed=12)
-    return source.read(0, 0, int(round(seconds * MUSIC_RATE)))
+    return source.read(0, 0, int(round(seconds * MUSIC_RATE)))[0]  # (sources = the mix, channels, time)
 
 
 def inference_row(name: str, plan: Plan, music: torch.Tensor) -> Row:
