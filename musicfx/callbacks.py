@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from typing import Any, Dict, Optional
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.data import extract_batch_size
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -227,3 +229,122 @@ class EMA(pl.Callback):
         else:
             self.averaged = {key: value.float() for key, value in ema_state["other"].items()}
         self.updates = int(ema_state.get("updates", 0))
+
+
+class DataWaitMonitor(pl.Callback):
+    """Log the share of training wall time spent waiting for batches, and examples per second.
+
+    A training step's *wait* is the time from the end of the previous batch (``on_train_batch_end``) to
+    the start of this one (``on_train_batch_start``): fetching from the DataLoader, the host-to-device
+    copy and the CPU side of ``on_after_batch_transfer`` (the on-device scene synthesis is queued there;
+    its GPU time counts as step time). Its *compute* runs from ``on_train_batch_start`` to
+    ``on_train_batch_end``. Per ``logging_interval`` batches it logs ``perf/data_wait_fraction`` =
+    wait / (wait + compute) and ``perf/examples_per_sec`` (on this device) to every logger.
+
+    Lightning's :class:`~lightning.pytorch.callbacks.ThroughputMonitor` reports throughput but not the
+    wait, and needs a per-task ``batch_size_fn``; this callback takes batch sizes from the batches
+    (:func:`~lightning.pytorch.utilities.data.extract_batch_size`) and times both from one clock.
+
+    The gap after a pause of the training loop (validation, the start of an epoch) is not counted as wait;
+    a checkpoint written in ``on_train_batch_end`` after this callback runs is.
+
+    Args:
+        logging_interval: batches per logged value; ``None``: the trainer's ``log_every_n_steps``.
+        warmup_steps: first training batches left out of the logs and totals (DataLoader workers
+            starting, cuDNN autotuning).
+        sync_cuda: wait for the GPU at every batch end, so GPU work still queued counts as compute and
+            not as wait (costs the CPU running ahead by a step; ``False`` measures without it).
+    """
+
+    def __init__(self, logging_interval: Optional[int] = None, warmup_steps: int = 5, sync_cuda: bool = True) -> None:
+        super().__init__()
+        if logging_interval is not None and logging_interval < 1:
+            raise ValueError(f"logging_interval must be at least 1, got {logging_interval}")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        self.logging_interval = logging_interval
+        self.warmup_steps = warmup_steps
+        self.sync_cuda = sync_cuda
+        self._seen = 0
+        self._last_end: Optional[float] = None
+        self._start: Optional[float] = None
+        self._wait = 0.0
+        self._interval = _WaitTotals()
+        self._total = _WaitTotals()
+
+    def totals(self) -> Dict[str, float]:
+        """Everything measured since training started, past the warm-up: ``steps``, ``examples``,
+        ``wall_s``, ``wait_s``, ``wait_fraction``, ``steps_per_sec``, ``examples_per_sec``."""
+        return self._total.summary()
+
+    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._seen = 0
+        self._interval = _WaitTotals()
+        self._total = _WaitTotals()
+
+    def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._last_end = None
+
+    def on_validation_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._last_end = None
+
+    def on_train_batch_start(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any, batch_idx: int
+    ) -> None:
+        now = time.perf_counter()
+        self._wait = 0.0 if self._last_end is None else now - self._last_end
+        self._start = now
+
+    def on_train_batch_end(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.sync_cuda and pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        now = time.perf_counter()
+        start, self._last_end = self._start, now
+        self._seen += 1
+        if start is None or self._seen <= self.warmup_steps:
+            return
+        examples = extract_batch_size(batch)
+        for totals in (self._interval, self._total):
+            totals.add(self._wait, now - start, examples)
+        interval = self.logging_interval or max(1, trainer.log_every_n_steps)
+        if self._interval.steps >= interval:
+            summary = self._interval.summary()
+            self._interval = _WaitTotals()
+            if trainer.is_global_zero:
+                metrics = {
+                    "perf/data_wait_fraction": summary["wait_fraction"],
+                    "perf/examples_per_sec": summary["examples_per_sec"],
+                }
+                for logger in trainer.loggers:
+                    logger.log_metrics(metrics, step=trainer.global_step)
+
+
+class _WaitTotals:
+    """Running sums of wait and compute time over training batches."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.examples = 0
+        self.wait_s = 0.0
+        self.compute_s = 0.0
+
+    def add(self, wait_s: float, compute_s: float, examples: int) -> None:
+        self.steps += 1
+        self.examples += examples
+        self.wait_s += wait_s
+        self.compute_s += compute_s
+
+    def summary(self) -> Dict[str, float]:
+        wall = self.wait_s + self.compute_s
+        per_second = 1.0 / wall if wall > 0 else 0.0
+        return {
+            "steps": float(self.steps),
+            "examples": float(self.examples),
+            "wall_s": wall,
+            "wait_s": self.wait_s,
+            "wait_fraction": self.wait_s * per_second,
+            "steps_per_sec": self.steps * per_second,
+            "examples_per_sec": self.examples * per_second,
+        }
