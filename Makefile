@@ -24,6 +24,13 @@ test-slow: install
 test-gpu: install
 	$(PYTHON) -m pytest -q -m gpu
 
+# One process, at most 8 minutes on one GPU: gpu tests, every recipe, precisions, inference, metrics
+# (docs/benchmarks.md). Tables to stdout, numbers to outputs/gpu_check/; exit 1 on any failure or NaN.
+# No install step: it runs from the checkout, also on a GPU machine without a network.
+.PHONY: gpu-check
+gpu-check:
+	$(PYTHON) benchmarks/gpu_check.py
+
 bench:
 	$(PYTHON) benchmarks/bench_museval_sdr.py
 	$(PYTHON) benchmarks/bench_noise_synth.py

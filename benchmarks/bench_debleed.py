@@ -7,7 +7,9 @@
    through ``musicfx debleed --method kamir``'s engine (files streamed in 30 s chunks), CPU and CUDA.
 3. **Quality**: median SDR per stem (vocals, bass, drums, other) and overall on a fixed test set of mono
    22.05 kHz clips with linear bleed (and convolutive bleed, a second table), for the unprocessed
-   microphones, KAMIR and each model (t-UNet, f-UNet, df-UNet, DI-CAE) after the same short CPU training.
+   microphones, KAMIR and each model (t-UNet, f-UNet, df-UNet, DI-CAE) after the same short CPU training,
+   both musicfx's redesigns and the authors' models as published (``variant="paper"``,
+   :mod:`musicfx.models.debleed_paper`, each with its paper loss, optimizer and learning rate).
    Test set: the SiSEC 2011 "Ultimate NZ Tour" stems (real recordings; other = guitar + synth) in 4 s clips
    every 2 s, and clips of the built-in generator's test songs (seed 2, as ``BleedData``'s test split);
    each clip gets its own bleed, drawn from a fixed seed with :class:`musicfx.synth.bleed.BleedSynth` (the
@@ -21,14 +23,18 @@
    the best model, with the level change; the outputs are written to ``--listen-dir`` to listen to.
 
 Models train on the built-in generator's songs (never the test songs) with linear bleed, each for the same
-wall-clock budget on the CPU, from the recipes' architectures, loss and optimizer; 1 s examples, batch 4
-(the recipes' 4 s x 8 is too slow for minutes on a CPU). A few minutes of CPU are a smoke test of
-learning, not the models' quality.
+wall-clock budget on the CPU (or the same number of optimizer steps, ``--steps``, fairer on a shared
+machine), from the recipes' architectures, loss and optimizer; 1 s examples, batch 4 (the recipes' 4 s x 8
+is too slow for minutes on a CPU). The paper t-UNet's dense layers fix its input length: it is built for the
+test clip's length and trains on clips of that length. A few minutes of CPU are a smoke test of learning,
+not the models' quality.
 
 Run::
 
     python benchmarks/bench_debleed.py [--budget 240] [--json debleed.json] [--listen-dir runs/bench-debleed]
     python benchmarks/bench_debleed.py --quick          # tiny models and sets: a smoke run of every part
+    python benchmarks/bench_debleed.py --parts quality --test-bleed linear --steps 150 --models t_unet \
+        t_unet_paper f_unet f_unet_paper df_unet df_unet_paper di_cae di_cae_paper   # redesign vs paper
 """
 from __future__ import annotations
 
@@ -55,7 +61,9 @@ RATE = 22050
 TRACKS = ("vocals", "drums", "bass", "other")
 COLUMNS = ("vocals", "bass", "drums", "other")
 MODELS = ("t_unet", "f_unet", "df_unet", "di_cae")
+PAPER_MODELS = tuple(f"{name}_paper" for name in MODELS)
 LABELS = {"t_unet": "t-UNet", "f_unet": "f-UNet", "df_unet": "df-UNet", "di_cae": "DI-CAE"}
+LABELS.update({f"{name}_paper": f"{label} (paper)" for name, label in list(LABELS.items())})
 KINDS = ("linear", "convolutive", "room", "mixed")
 SISEC = "sisec2011-nz-tour"
 DAGSTUHL = "dagstuhl-choirset"
@@ -69,6 +77,10 @@ QUICK_OVERRIDES: Dict[str, Dict[str, Any]] = {
     "f_unet": dict(n_fft=256, hop_length=128, widths=(4, 8), bottleneck_width=8),
     "df_unet": dict(widths=(4, 8), bottleneck_width=8, dilations=(1, 2)),
     "di_cae": dict(n_fft=128, hop_length=64, widths=(4, 8), bottleneck=8),
+    "t_unet_paper": dict(widths=(4, 8, 8), dense=(16,), pool=4),
+    "f_unet_paper": dict(n_fft=255, hop_length=64, widths=(4, 8), bottleneck=8),
+    "df_unet_paper": dict(widths=(4, 4, 4, 4), bottleneck=4, decoder_widths=(4, 4, 4, 4)),
+    "di_cae_paper": dict(n_fft=128, hop_length=64, widths=(4, 8), bottleneck=8),
 }
 
 
@@ -213,9 +225,10 @@ def summarize(scores: Tensor) -> Dict[str, float]:
     return summary
 
 
-def train(name: str, budget: float, segment: float, batch_size: int, cache_dir: Path, quick: bool
-          ) -> Tuple[torch.nn.Module, Dict[str, float]]:
-    """Train the recipe's model on generated songs with linear bleed for ``budget`` seconds of wall time."""
+def train(name: str, budget: float, segment: float, batch_size: int, cache_dir: Path, quick: bool,
+          steps: Optional[int] = None, clip: float = 4.0) -> Tuple[torch.nn.Module, Dict[str, float]]:
+    """Train the recipe's model on generated songs with linear bleed for ``budget`` seconds of wall time, or
+    ``steps`` optimizer steps when given."""
     import lightning.pytorch as pl
 
     from musicfx.tasks.debleed import DebleedTask
@@ -223,7 +236,12 @@ def train(name: str, budget: float, segment: float, batch_size: int, cache_dir: 
     recipe = load_recipe(RECIPES / "debleed" / f"{name}.yaml")
     init = recipe["model"]["init_args"]
     torch.manual_seed(0)
-    model = instantiate(init["model"], **(QUICK_OVERRIDES[name] if quick else {}))
+    overrides = dict(QUICK_OVERRIDES[name]) if quick else {}
+    if name == "t_unet_paper":
+        # Its dense layers fix the input length: the test clip's, and it trains on clips that long.
+        overrides["length"] = int(round(clip * RATE))
+        segment = clip
+    model = instantiate(init["model"], **overrides)
     optimizer_spec = init["optimizer"]
     module_name, _, class_name = optimizer_spec["class_path"].rpartition(".")
     optimizer_cls = getattr(__import__(module_name, fromlist=[class_name]), class_name)
@@ -231,11 +249,13 @@ def train(name: str, budget: float, segment: float, batch_size: int, cache_dir: 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         task = DebleedTask(model, instantiate(init["loss"]), tracks=TRACKS, sample_rate=RATE,
+                           matrix_weight=init.get("matrix_weight", 1.0),
                            optimizer=lambda params: optimizer_cls(params, **optimizer_args))
         data = bleed_data("linear", segment, batch_size, 1, cache_dir, train_examples=10**7,
                           generated_items=8 if quick else 64, generated_duration=4.0 if quick else 20.0)
         trainer = pl.Trainer(
-            accelerator="cpu", devices=1, max_time={"seconds": budget}, max_epochs=-1, limit_val_batches=0,
+            accelerator="cpu", devices=1, max_time=None if steps else {"seconds": budget},
+            max_steps=steps or -1, max_epochs=-1, limit_val_batches=0,
             num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, gradient_clip_val=recipe["trainer"].get("gradient_clip_val"),
         )
@@ -243,6 +263,7 @@ def train(name: str, budget: float, segment: float, batch_size: int, cache_dir: 
         trainer.fit(task, datamodule=data)
         wall = time.perf_counter() - start
     info = {"steps": int(trainer.global_step), "wall_s": wall, "examples": int(trainer.global_step) * batch_size,
+            "segment_s": segment,
             "parameters": sum(p.numel() for p in model.parameters())}
     return model.eval(), info
 
@@ -323,7 +344,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--parts", nargs="+", default=["synthesis", "kamir", "quality", "dagstuhl"],
                         choices=["synthesis", "kamir", "quality", "dagstuhl"])
     parser.add_argument("--budget", type=float, default=240.0, help="training seconds per model (default 240)")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + PAPER_MODELS)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="train each model for this many optimizer steps instead of --budget seconds")
     parser.add_argument("--segment", type=float, default=1.0, help="training example length, s")
     parser.add_argument("--batch-size", type=int, default=4, help="training batch")
     parser.add_argument("--clip", type=float, default=4.0, help="test clip length, s")
@@ -408,13 +431,15 @@ def _quality(args: argparse.Namespace, report: Dict[str, Any], scratch: Path) ->
     report["test_set"] = {"clips": nz_names + generated_names, "clip_s": args.clip}
     trained: Dict[str, Tuple[torch.nn.Module, Dict[str, float]]] = {}
     for name in args.models:
-        trained[name] = train(name, args.budget, args.segment, args.batch_size, scratch / "cache", args.quick)
+        trained[name] = train(name, args.budget, args.segment, args.batch_size, scratch / "cache", args.quick,
+                              args.steps, args.clip)
     report["training"] = {LABELS[name]: info for name, (_, info) in trained.items()}
+    budget = f"{args.steps} optimizer steps" if args.steps else f"{args.budget:g} s of CPU wall time"
     print(f"\n### Training (linear bleed, generated songs, {args.segment:g} s x {args.batch_size} per step, "
-          f"{args.budget:g} s of CPU wall time each)\n")
-    print(markdown_table(["model", "parameters", "steps", "examples", "wall (s)"],
-                         [[LABELS[n], f"{i['parameters']:,}", i["steps"], i["examples"], fmt(i["wall_s"], 0)]
-                          for n, (_, i) in trained.items()]))
+          f"{budget} each)\n")
+    print(markdown_table(["model", "parameters", "steps", "examples", "example (s)", "wall (s)"],
+                         [[LABELS[n], f"{i['parameters']:,}", i["steps"], i["examples"], fmt(i["segment_s"], 1),
+                           fmt(i["wall_s"], 0)] for n, (_, i) in trained.items()]))
     report["quality"] = {}
     best: Optional[Tuple[str, torch.nn.Module]] = None
     for kind in args.test_bleed:

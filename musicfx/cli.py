@@ -34,8 +34,14 @@ COMMAND_MODULES: Tuple[str, ...] = (
 ERROR_STATUS = 1
 
 
-def _run_lightning(argv: Optional[List[str]]) -> int:
-    """Run LightningCLI on ``argv`` (``None``: on ``sys.argv``, which DDP launchers re-execute)."""
+def lightning_cli(argv: Optional[List[str]], run: bool = True):
+    """The CLI every recipe goes through (``musicfx fit ...``, and ``benchmarks/gpu_check.py``).
+
+    Args:
+        argv: ``["fit", "-c", "recipe.yaml", ...]``; with ``run=False`` no subcommand (``["-c", ...]``):
+            the trainer, model and datamodule are built and left to the caller. ``None``: ``sys.argv``.
+        run: run the subcommand.
+    """
     import lightning.pytorch as pl
     import torch
     from lightning.pytorch.cli import LightningArgumentParser
@@ -52,16 +58,22 @@ def _run_lightning(argv: Optional[List[str]]) -> int:
             secure_lightning_config(self.config)
 
     with torch.serialization.safe_globals(safe_globals()):
-        _SafeCLI(
+        return _SafeCLI(
             Task,
             pl.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
             args=argv,
+            run=run,
             auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"description": "Train or evaluate a musicfx task from a recipe."},
         )
+
+
+def _run_lightning(argv: Optional[List[str]]) -> int:
+    """Run LightningCLI on ``argv`` (``None``: on ``sys.argv``, which DDP launchers re-execute)."""
+    lightning_cli(argv)
     return 0
 
 

@@ -188,6 +188,7 @@ def test_stereo_mixes_every_channel_alike_and_autocast():
     torch.testing.assert_close(half.float(), mics[:, :, :1], rtol=0.02, atol=0.05)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_matches_cpu(tmp_path):
     bank = RoomIRBank(2, M, M, SR, length=400, max_order=2, progress=False, cache_dir=tmp_path)

@@ -77,6 +77,7 @@ def test_kamir_shapes_batching_and_identity():
         KAMIR(8000, overlap=1.0)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_kamir_cuda_matches_cpu():
     tracks = torch.randn(3, 8000, generator=torch.Generator().manual_seed(2))

@@ -20,10 +20,12 @@ FAST = [
     "--data.init_args.batch_size=2",
     "--data.init_args.segment=0.5",
 ]
-
-
 # Paper-sized recipes, shrunk for one CPU step: the same code paths at a fraction of the width.
 SHRINK = {
+    "debleed/di_cae_paper.yaml": ["--model.init_args.model.init_args.n_fft=256",
+                                  "--model.init_args.model.init_args.hop_length=64"],
+    "separate/cycle_gan.yaml": [f"--model.init_args.{net}.init_args.widths=[8,16,32,64,128]"
+                                for net in ("model", "remixer", "discriminator", "mix_discriminator")],
     "separate/bs_roformer.yaml": ["--model.init_args.model.init_args.dim=32", "--model.init_args.model.init_args.depth=1"],
     "separate/mel_band_roformer.yaml": ["--model.init_args.model.init_args.dim=32",
                                         "--model.init_args.model.init_args.depth=1"],
@@ -58,7 +60,8 @@ def test_recipe_runs_one_step_on_cpu(recipe: Path, tmp_path, monkeypatch) -> Non
     assert main(["fit", "-c", str(recipe), "-c", str(REPO / "recipes/trainer/cpu.yaml"), *FAST, *shrink]) == 0
 
 
-@pytest.mark.parametrize("overlay", ["trainer/bf16-mixed.yaml", "trainer/cpu.yaml"])
+@pytest.mark.parametrize("overlay", ["trainer/bf16-mixed.yaml", "trainer/cpu.yaml", "trainer/accumulate.yaml",
+                                     "trainer/warmup.yaml"])
 def test_overlays_compose(overlay: str, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     args: List[str] = ["fit", "-c", str(REPO / "recipes/quickstart.yaml"), "-c", str(REPO / "recipes" / overlay), *FAST]

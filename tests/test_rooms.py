@@ -158,6 +158,7 @@ def test_room_bank_layout_cache_and_determinism(tmp_path, monkeypatch):
     assert not torch.allclose(other.rooms, bank.rooms)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_synthetic_rir_cuda_matches_cpu():
     rt60 = torch.tensor([0.3, 0.7])

@@ -143,6 +143,7 @@ def test_bad_arguments() -> None:
         SpectralGate(hop_length=4096)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_matches_cpu(clean: Tensor) -> None:
     noisy = add_white_noise(clean, 0.0, torch.Generator().manual_seed(6))

@@ -13,7 +13,8 @@ Deviations from that code, and why auraloss is not reused as is:
   61672-1 A-weighting magnitude at its centre frequency (0 dB at 1 kHz). A 101-tap FIR fitted on a
   512-point grid is coarse below a few hundred Hz, exactly where the weighting matters most, and a
   frequency-domain weight needs no convolution at all. For filters short against the window the two are
-  the same thing. The reference's extra low-pass (``"lp"``) is not applied.
+  the same thing. The reference's extra low-pass (``"lp"``, ``1 + 0.85 z^-1``) is the same kind of per-bin
+  weight, off by default and on with ``lowpass=0.85``.
 * auraloss' ``SumAndDifferenceSTFTLoss`` halves ``(sum + diff) / 2``; here the two terms add, as in the
   reference. Spectral convergence is taken over the whole batch (as the reference and auraloss do) for
   ``reduction="mean"``, so a near-silent target (a silent chunk, a centred mix with almost no side signal)
@@ -30,6 +31,7 @@ inversion (both tested).
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, Optional
 
 import torch
@@ -104,6 +106,8 @@ class StereoSTFTLoss(nn.Module):
         a_weighting: weight the magnitudes by the A-weighting curve.
         magnitude: ``"sc"`` (spectral convergence) or ``"mse"`` (magnitude mean squared error).
         log_magnitude_weight: weight of the log-magnitude L1 term (0 drops it).
+        lowpass: coefficient ``c`` of the reference's first-order pre-filter ``1 + c z^-1`` applied after the
+            A-weighting (its ``filter_type=["aw", "lp"]``, ``c = 0.85``), as a per-bin gain; 0 (default) disables.
         reduction: ``"mean"`` (over the batch, see above) or ``"none"`` (shape ``(...)`` of the input).
         eps: floor on the weighted power ``|X|^2`` (-100 dB re a full-scale white noise bin), which keeps
             the logarithm finite and lets inaudible bins drop out of the log term.
@@ -122,6 +126,7 @@ class StereoSTFTLoss(nn.Module):
         log_magnitude_weight: float = 1.0,
         reduction: str = "mean",
         eps: float = 1e-10,
+        lowpass: float = 0.0,
     ) -> None:
         super().__init__()
         if magnitude not in ("sc", "mse"):
@@ -143,6 +148,11 @@ class StereoSTFTLoss(nn.Module):
         self.register_buffer("window", window / window.square().sum().sqrt(), persistent=False)
         bins = fft_frequencies(n_fft, sample_rate).to(torch.float32)
         weights = _a_weighting(bins) if a_weighting else torch.ones_like(bins)
+        if lowpass:
+            # |1 + c e^{-jw}| at each bin: the FIR pre-filter's magnitude response.
+            omega = 2.0 * math.pi * bins / sample_rate
+            weights = weights * torch.sqrt(1.0 + 2.0 * lowpass * torch.cos(omega) + lowpass**2)
+        self.lowpass = lowpass
         self.register_buffer("weights", weights, persistent=False)
 
     def magnitudes(self, x: Tensor) -> Tensor:

@@ -16,10 +16,10 @@ from musicfx.models.musicecan import ECAUNet2d, MusicECAN
 from musicfx.models.open_unmix import OpenUnmix
 from musicfx.models.t_unet import TUNet
 from musicfx.models.wave_u_net import WaveUNet
-from musicfx.models.wavegan import WaveGANDiscriminator, WaveGANGenerator
+from musicfx.models.wavegan import WaveGANDiscriminator, WaveGANGenerator, WaveGANRemixer
 
 __all__ = [
     "BSRoFormer", "CNNSoftMask", "DFUNet", "DICAE", "ECA", "ECAUNet2d", "FUNet", "FxNormAutomix", "MelBandRoFormer",
     "MixingConsole", "MusicECAN", "OpenUnmix", "ResidualECABlock2d", "SupervisedAttention2d", "TUNet",
-    "WaveGANDiscriminator", "WaveGANGenerator", "WaveUNet", "eca_kernel_size", "load_msst",
+    "WaveGANDiscriminator", "WaveGANGenerator", "WaveGANRemixer", "WaveUNet", "eca_kernel_size", "load_msst",
 ]

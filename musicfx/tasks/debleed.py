@@ -44,7 +44,10 @@ class DebleedTask(Task):
             ``{"estimate": ..., "mixing_matrix": (B, M, M)}`` (t-UNet) also gets ``matrix_weight`` times the
             L1 error of its matrix against the batch's ``"mixing_matrix"``: :class:`BleedData` gives every
             scene's direct-path matrix, the true one for linear bleed and the instantaneous part of
-            convolutive and room bleed (see :meth:`musicfx.synth.bleed.BleedSynth.mixing_matrix`).
+            convolutive and room bleed (see :meth:`musicfx.synth.bleed.BleedSynth.mixing_matrix`). A model
+            with ``native_target(mics, targets)`` whose ``forward_train`` returns ``"native"`` is trained with
+            ``loss(native, native_target(mics, targets))`` instead (the paper variants'
+            own domains, :mod:`musicfx.models.debleed_paper`).
         loss: criterion on ``(estimate, target)`` ``(B, M, T)``; default L1 on waveforms.
         tracks: track (instrument) names, in order; must equal the data's stems.
         matrix_weight: weight of the mixing-matrix term.
@@ -99,7 +102,12 @@ class DebleedTask(Task):
             estimate = outputs["estimate"]
         else:
             outputs, estimate = {}, self.model(mics)
-        main = self.loss(estimate, targets)
+        native_target = getattr(self.model, "native_target", None)
+        if native_target is not None and "native" in outputs:
+            # A paper variant trained in its own domain (matrix, magnitudes): musicfx.models.debleed_paper.
+            main = self.loss(outputs["native"], native_target(mics, targets))
+        else:
+            main = self.loss(estimate, targets)
         loss = main
         if matrix is not None and "mixing_matrix" in outputs and self.matrix_weight > 0:
             matrix_error = (outputs["mixing_matrix"] - matrix).abs().mean()

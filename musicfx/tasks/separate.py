@@ -8,7 +8,10 @@ into the requested targets (``accompaniment = drums + bass + other``) and into t
 The task trains any separator ``mix (B, C, T) -> stems (B, S, C, T)`` with an injected loss: waveform or
 magnitude L1/MSE, multi-resolution STFT, SI-SDR, or binary cross-entropy against ideal binary masks for
 masking models; with a ``discriminator`` it trains adversarially (manual optimization, both optimizers
-stepping every batch) with a mixture-consistency (cycle) term, the seed's WaveGAN mode.
+stepping every batch) with a mixture-consistency term, the seed's WaveGAN mode; with a ``remixer`` (a second
+generator, stems -> mix) and a mix discriminator as well it trains the seed's cycle-consistent GAN, both
+cycles (mix -> stems -> mix, stems -> mix -> stems) in the loss, and can learn from unpaired pools of mixes
+and of stems (``SeparationData(unpaired=True)``).
 """
 from __future__ import annotations
 
@@ -49,6 +52,19 @@ class SeparationTask(Task):
         discriminator_optimizer: optimizer callable for the discriminator (Adam 1e-4, betas (0.5, 0.9)).
         gan_clip: gradient-norm clip of both networks in adversarial mode (Lightning's
             ``gradient_clip_val`` does not apply under manual optimization); 0 disables.
+        remixer: cycle mode: the second generator ``stems (B,S,C,T) -> mix (B,C,T)``
+            (:class:`~musicfx.models.wavegan.WaveGANRemixer`). Needs ``mix_discriminator`` and an unconditional
+            ``discriminator`` (``conditional=False``: unpaired stems have no mix to condition on). Generator loss
+            ``adversarial_weight * (adv(D_stems(G(mix))) + adv(D_mix(F(stems))))
+            + cycle_weight * (|F(G(mix)) - mix| + |G(F(stems)) - stems|)
+            + consistency_weight * |sum(G(mix)) - mix| + supervised_weight * loss(G(mix), stems)``, the last term
+            only on paired batches; the generator optimizer steps both generators, the discriminator optimizer
+            both discriminators. Training batches may be unpaired: ``{"mix": (B1,C,T), "unpaired_stems":
+            (B2,S,C,T)}`` from :class:`SeparationData` with ``unpaired=True``.
+        mix_discriminator: cycle mode: judges mixes, ``mix_discriminator(mix.unsqueeze(1)) -> logits (B,)``
+            (a :class:`~musicfx.models.wavegan.WaveGANDiscriminator` with ``sources=1, conditional=False``).
+        cycle_weight: weight of the two cycle terms (10 in CycleGAN).
+        supervised_weight: weight of the paired loss in cycle mode (0: purely unpaired).
         optimizer, scheduler: the separator's (see :class:`~musicfx.tasks.base.Task`).
         sample_rate, channels: what the model works at; default: what the model declares.
         log_examples: validation examples logged as audio + spectrograms each validation.
@@ -71,6 +87,10 @@ class SeparationTask(Task):
         consistency_weight: float = 1.0,
         discriminator_optimizer: OptimizerCallable = _gan_optimizer,
         gan_clip: float = 5.0,
+        remixer: Optional[nn.Module] = None,
+        mix_discriminator: Optional[nn.Module] = None,
+        cycle_weight: float = 10.0,
+        supervised_weight: float = 1.0,
         optimizer: OptimizerCallable = _default_optimizer,
         scheduler: Optional[LRSchedulerCallable] = None,
         sample_rate: Optional[int] = None,
@@ -91,6 +111,18 @@ class SeparationTask(Task):
         self.consistency_weight = consistency_weight
         self.gan_clip = gan_clip
         self.num_logged_examples = log_examples
+        self.remixer = remixer
+        self.mix_discriminator = mix_discriminator
+        self.cycle_weight = cycle_weight
+        self.supervised_weight = supervised_weight
+        if remixer is not None:
+            if discriminator is None or mix_discriminator is None:
+                raise ConfigError("cycle mode (model.init_args.remixer) needs both discriminator and mix_discriminator")
+            if getattr(discriminator, "conditional", False):
+                raise ConfigError(
+                    "cycle mode needs an unconditional stem discriminator (discriminator init_args conditional: false): "
+                    "unpaired stems have no mix to condition on"
+                )
         self.input_statistics = input_statistics
         self._input_statistics: Optional[Dict[str, torch.Tensor]] = None
         if discriminator is not None:
@@ -158,8 +190,14 @@ class SeparationTask(Task):
                 # Open-Unmix's schedule: decay when the validation loss stops improving, checked each epoch.
                 config["lr_scheduler"].update(interval="epoch", monitor="val/loss")
             return config
-        generator = self.optimizer_factory(self.model.parameters())
-        discriminator = self.discriminator_optimizer_factory(self.discriminator.parameters())
+        if self.remixer is None:
+            generator = self.optimizer_factory(self.model.parameters())
+            discriminator = self.discriminator_optimizer_factory(self.discriminator.parameters())
+        else:
+            generator = self.optimizer_factory([*self.model.parameters(), *self.remixer.parameters()])
+            discriminator = self.discriminator_optimizer_factory(
+                [*self.discriminator.parameters(), *self.mix_discriminator.parameters()]
+            )
         if self.scheduler_factory is None:
             return [generator, discriminator]
         return [generator, discriminator], [self.scheduler_factory(generator)]
@@ -177,6 +215,10 @@ class SeparationTask(Task):
         return self.loss(estimates, stems), estimates
 
     def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> Optional[torch.Tensor]:
+        if self.remixer is not None:
+            return self._cycle_step(batch["mix"], batch.get("stems"), batch.get("unpaired_stems"))
+        if "stems" not in batch:
+            raise ConfigError("unpaired batches (data unpaired: true) need cycle mode (model.init_args.remixer)")
         mix, stems = batch["mix"], batch["stems"]
         if self.discriminator is not None:
             return self._adversarial_step(mix, stems)
@@ -216,6 +258,60 @@ class SeparationTask(Task):
              "train/loss_consistency": consistency, "train/loss_discriminator": d_loss},
             batch_size=size,
         )
+        return g_loss
+
+    def _cycle_step(
+        self, mix: torch.Tensor, stems: Optional[torch.Tensor], unpaired: Optional[torch.Tensor]
+    ) -> Optional[torch.Tensor]:
+        """One step of the cycle-consistent GAN on a mix pool and a stem pool (the batch's own stems if paired)."""
+        generator_opt, discriminator_opt = self.optimizers()
+        pool = unpaired if unpaired is not None else stems
+        if pool is None:
+            raise ConfigError("a cycle-mode batch needs stems: 'stems' (paired) or 'unpaired_stems'")
+        if mix.shape[0] == 0 or pool.shape[0] == 0:
+            return None  # an epoch's last, one-example batch cannot be split into two pools
+        separate, remix = self.model, self.remixer
+        fake_stems = separate(mix)  # mix -> stems
+        fake_mix = remix(pool)  # stems -> mix
+
+        def judge_mix(x: torch.Tensor) -> torch.Tensor:
+            return self.mix_discriminator(x.unsqueeze(1))
+
+        d_stems = self.adversarial.discriminator(self.discriminator(pool), self.discriminator(fake_stems.detach()))
+        d_mix = self.adversarial.discriminator(judge_mix(mix), judge_mix(fake_mix.detach()))
+        d_loss = d_stems + d_mix
+        discriminator_opt.zero_grad()
+        self.manual_backward(d_loss)
+        if self.gan_clip > 0:
+            self.clip_gradients(discriminator_opt, gradient_clip_val=self.gan_clip, gradient_clip_algorithm="norm")
+        discriminator_opt.step()
+
+        adversarial = self.adversarial.generator(self.discriminator(fake_stems)) + self.adversarial.generator(
+            judge_mix(fake_mix)
+        )
+        cycle_mix = (remix(fake_stems) - mix.float()).abs().mean()  # mix -> stems -> mix
+        cycle_stems = (separate(fake_mix) - pool.float()).abs().mean()  # stems -> mix -> stems
+        consistency = self.consistency(fake_stems, mix)
+        g_loss = (self.adversarial_weight * adversarial + self.cycle_weight * (cycle_mix + cycle_stems)
+                  + self.consistency_weight * consistency)
+        size = mix.shape[0]
+        logs = {"train/loss_adversarial": adversarial, "train/loss_cycle_mix": cycle_mix,
+                "train/loss_cycle_stems": cycle_stems, "train/loss_consistency": consistency,
+                "train/loss_discriminator_stems": d_stems, "train/loss_discriminator_mix": d_mix}
+        if stems is not None and self.supervised_weight > 0:
+            supervised = self.loss(fake_stems, stems)
+            g_loss = g_loss + self.supervised_weight * supervised
+            logs["train/loss_supervised"] = supervised
+        generator_opt.zero_grad()
+        self.manual_backward(g_loss)
+        if self.gan_clip > 0:
+            self.clip_gradients(generator_opt, gradient_clip_val=self.gan_clip, gradient_clip_algorithm="norm")
+        generator_opt.step()
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+        self.log("train/loss", g_loss, prog_bar=True, batch_size=size)
+        self.log_dict(logs, batch_size=size)
         return g_loss
 
     # ------------------------------------------------------------------------------------- evaluation
@@ -301,6 +397,10 @@ class SeparationData(MultitrackData):
         channel_swap, sign_flip: per-stem probabilities.
         **kwargs: see :class:`~musicfx.tasks.multitrack.MultitrackData` (``root``, ``stems``, ``random_mix``)
             and :class:`~musicfx.tasks.data.ChunkData`.
+        unpaired: training batches become two separate pools for cycle-mode training: the first half of the
+            examples gives mixes only, the other half stems only, ``{"mix": (B // 2, C, T), "unpaired_stems":
+            (B - B // 2, S, C, T)}``; each half is augmented (and remixed) on its own, so no mix contains a chunk of
+            the pool's stems. Validation and test batches stay paired (SDR needs references).
     """
 
     def __init__(
@@ -313,6 +413,7 @@ class SeparationData(MultitrackData):
         gain: Tuple[float, float] = (0.25, 1.25),
         channel_swap: float = 0.5,
         sign_flip: float = 0.5,
+        unpaired: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -333,6 +434,9 @@ class SeparationData(MultitrackData):
         self._augment_settings = dict(group_size=remix_group_size, remix=remix, gain=tuple(gain),
                                       channel_swap=channel_swap, sign_flip=sign_flip)
         self.shift = shift
+        self.unpaired = unpaired
+        if unpaired and self.batch_size < 2:
+            raise ConfigError("unpaired: true splits each batch into a mix pool and a stem pool; batch_size must be >= 2")
         self.build_scene()
 
     def build_scene(self) -> None:
@@ -345,15 +449,21 @@ class SeparationData(MultitrackData):
         return self.augment.shift
 
     def scene(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        stems = batch["stems"]
+        stems, seeds = batch["stems"], batch["seed"]
+        if self.training_batch and self.unpaired:
+            half = stems.shape[0] // 2
+            mixes = self.augment(stems[:half], seeds[:half])
+            return {"mix": mixes.sum(dim=1), "unpaired_stems": self._targets(self.augment(stems[half:], seeds[half:]))}
         if self.training_batch:
-            stems = self.augment(stems, batch["seed"])
+            stems = self.augment(stems, seeds)
+        return {"mix": stems.sum(dim=1), "stems": self._targets(stems)}
+
+    def _targets(self, stems: torch.Tensor) -> torch.Tensor:
+        """``(B, stems, C, T) -> (B, targets, C, T)``: each target is the sum of its stems."""
         if self._identity_targets:
-            targets = stems
-        else:
-            membership = self._membership.to(device=stems.device, dtype=stems.dtype)
-            targets = torch.einsum("gs,bsct->bgct", membership, stems)
-        return {"mix": stems.sum(dim=1), "stems": targets}
+            return stems
+        membership = self._membership.to(device=stems.device, dtype=stems.dtype)
+        return torch.einsum("gs,bsct->bgct", membership, stems)
 
 
 __all__: List[str] = ["MUSDB_STEMS", "SeparationData", "SeparationTask"]
