@@ -31,6 +31,7 @@ _LAZY = {
     "AutomixTask": "musicfx.tasks.automix",
     "AutomixData": "musicfx.tasks.automix",
     "MusicfxError": "musicfx.errors",
+    "restore": "musicfx.restore",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

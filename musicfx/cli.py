@@ -2,7 +2,7 @@
 
 * ``musicfx fit|validate|test|predict -c recipe.yaml [-c overlay.yaml ...]``: one LightningCLI in subclass
   mode serving every task (the recipe names the task, model, data and trainer).
-* ``musicfx denoise|separate|debleed|mix|evaluate|fxnorm ...``: run on files; each lives in
+* ``musicfx denoise|separate|debleed|mix|evaluate|fxnorm|restore ...``: run on files; each lives in
   ``musicfx/commands/`` (their shared flags and helpers in :mod:`musicfx.commands.common`).
 
 Errors the user can fix (a missing file, silent input, a missing ffmpeg, an unwritable folder) print one
@@ -28,6 +28,7 @@ COMMAND_MODULES: Tuple[str, ...] = (
     "musicfx.commands.debleed",
     "musicfx.commands.mix",
     "musicfx.commands.fxnorm",
+    "musicfx.commands.restore",
 )
 #: Exit status of an error the user can fix.
 ERROR_STATUS = 1

@@ -41,6 +41,7 @@ LAYERS: Dict[str, int] = {
     "automix": 55,  # library orchestration (mixing, debleeding files) on the inference engine
     "debleed": 55,
     "api": 60,
+    "restore": 65,  # the restoration chain: every stage's library, and checkpoints through the api's loader
     "commands": 70,
     "cli": 70,
 }

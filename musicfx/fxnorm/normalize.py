@@ -227,8 +227,25 @@ def match_eq(
         ``(channels, time)`` at about ``features.config.eq_lufs`` LUFS.
     """
     options = options or NormalizeOptions()
+    levelled = normalize_loudness(audio.float(), sample_rate, features.config.eq_lufs)
+    return fir_filter(levelled, eq_filter(levelled, target, stem, features, sample_rate, options), zero_phase=True)
+
+
+def eq_filter(
+    levelled: torch.Tensor, target: np.ndarray, stem: str, features: FxNormFeatures, sample_rate: int,
+    options: Optional[NormalizeOptions] = None,
+) -> torch.Tensor:
+    """The EQ stage's filter: the FIR that moves ``levelled``'s average spectrum onto ``target``.
+
+    Args:
+        levelled: ``(channels, time)`` already at ``features.config.eq_lufs``; other arguments as
+            :func:`match_eq`.
+
+    Returns:
+        ``(options.eq_taps,)`` float32 taps, to apply with ``fir_filter(..., zero_phase=True)``.
+    """
+    options = options or NormalizeOptions()
     config = features.config
-    levelled = normalize_loudness(audio.float(), sample_rate, config.eq_lufs)
     width = EQ_SMOOTH_HZ.get(stem, DEFAULT_EQ_SMOOTH_HZ)
     curve = smooth_curve(eq_curve(levelled, sample_rate, config.n_fft, lufs=None).double(), width,
                          sample_rate, config.n_fft)
@@ -237,8 +254,7 @@ def match_eq(
         raise ValueError(f"EQ target has {reference.shape[0]} bins, the features' n_fft gives {curve.shape[0]}")
     gain_db = 20.0 * torch.log10(reference.clamp_min(1e-12) / curve.clamp_min(1e-12))
     gain_db = gain_db.clamp(-options.eq_max_gain_db, options.eq_max_gain_db)
-    taps = design_fir(torch.pow(10.0, gain_db / 20.0), options.eq_taps)
-    return fir_filter(levelled, taps.float(), zero_phase=True)
+    return design_fir(torch.pow(10.0, gain_db / 20.0), options.eq_taps).float()
 
 
 # ------------------------------------------------------------------------------------------ compression
@@ -302,18 +318,40 @@ def match_dynamics(
         ``(channels, time)``: the stem peak-normalised to ``features.config.peak_db``, then possibly
         compressed (no make-up gain; the loudness stage sets the level).
     """
+    x = audio.float() * (10.0 ** (features.config.peak_db / 20.0) / float(audio.abs().max()))
+    setting = compressor_setting(x, target, stem, features, sample_rate, options)
+    if setting is None:
+        return x
+    attack, release, _ = COMPRESSOR_PRESETS.get(stem, COMPRESSOR_PRESETS["other"])
+    return compressor(x, sample_rate, setting[0], setting[1], attack_ms=attack, release_ms=release, knee_db=0.0,
+                      detector="peak")
+
+
+def compressor_setting(
+    x: torch.Tensor, target: np.ndarray, stem: str, features: FxNormFeatures, sample_rate: int,
+    options: Optional[NormalizeOptions] = None,
+) -> Optional[Tuple[float, float]]:
+    """The compression stage's choice (see :func:`match_dynamics`) for a stem already peak-normalised.
+
+    Args:
+        x: ``(channels, time)`` peak-normalised to ``features.config.peak_db``; other arguments as
+            :func:`match_dynamics`.
+
+    Returns:
+        ``(threshold_db, ratio)`` of the compressor (attack and release: the stem type's preset in
+        :data:`COMPRESSOR_PRESETS`), or ``None``: leave the stem uncompressed.
+    """
     options = options or NormalizeOptions()
     config = features.config
-    x = audio.float() * (10.0 ** (config.peak_db / 20.0) / float(audio.abs().max()))
     onsets = detect_onsets(x, sample_rate)
     if onsets.numel() == 0:
-        return x
+        return None
     attack, release, first_ratio = COMPRESSOR_PRESETS.get(stem, COMPRESSOR_PRESETS["other"])
     search = _PeakSearch(x, sample_rate, onsets, config.peak_db, config.percentile, attack, release)
     lower, upper = float(target[0]) - float(target[1]), float(target[0]) + float(target[1])
     start = search.mean()
     if lower <= start <= upper:
-        return x
+        return None
     from_above = start > upper
 
     def reached(mean: float) -> bool:
@@ -341,11 +379,7 @@ def match_dynamics(
             previous = threshold
         if chosen is not None:
             break
-    setting = chosen or best
-    if setting is None:
-        return x  # no setting gets closer than the stem as it is
-    return compressor(x, sample_rate, setting[0], setting[1], attack_ms=attack, release_ms=release, knee_db=0.0,
-                      detector="peak")
+    return chosen or best  # None: no setting gets closer than the stem as it is
 
 
 def _refine_threshold(search: _PeakSearch, reached: Callable[[float], bool], failed: Optional[float], passed: float,
