@@ -39,6 +39,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 import torch
 
 from common import (
+    PEAK_RSS_PROBE,
     DEFAULT_RECIPE,
     QUICKSTART_RECIPE,
     best_time,
@@ -307,21 +308,6 @@ def bench_inference(
 
 
 # ------------------------------------------------------------------------------------------------ memory
-#: Runs the real CLI in a fresh interpreter and prints that process's peak resident set in KiB. VmHWM, not
-#: ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux carries the launching process's peak over into the child's
-#: ru_maxrss through fork/vfork + exec, so a large parent would inflate every reading; VmHWM belongs to the
-#: child's own address space. ru_maxrss is the fallback where /proc is absent.
-_MEMORY_PROBE = (
-    "import resource, sys\n"
-    "from musicfx.cli import main\n"
-    "code = main(sys.argv[1:])\n"
-    "try:\n"
-    "    peak = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
-    "except (OSError, IndexError):\n"
-    "    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-    "print('PEAK_RSS_KB', peak)\n"
-    "sys.exit(code)\n"
-)
 
 
 def peak_memory_mb(cli_args: Sequence[str]) -> float:
@@ -331,7 +317,7 @@ def peak_memory_mb(cli_args: Sequence[str]) -> float:
         RuntimeError: the command failed (its output is included).
     """
     result = subprocess.run(
-        [sys.executable, "-c", _MEMORY_PROBE, *cli_args], capture_output=True, text=True, check=False
+        [sys.executable, "-c", PEAK_RSS_PROBE, *cli_args], capture_output=True, text=True, check=False
     )
     lines = [line for line in result.stdout.splitlines() if line.startswith("PEAK_RSS_KB")]
     if result.returncode != 0 or not lines:

@@ -22,22 +22,11 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from common import fmt, machine_info, machine_line, markdown_table
+from common import PEAK_RSS_PROBE, fmt, machine_info, machine_line, markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 RATE = 44100
 TARGETS = ("drums", "bass", "other", "vocals")
-_PROBE = (
-    "import resource, sys\n"
-    "from musicfx.cli import main\n"
-    "code = main(sys.argv[1:])\n"
-    "try:\n"
-    "    peak = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
-    "except (OSError, IndexError):\n"
-    "    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-    "print('PEAK_RSS_KB', peak)\n"
-    "sys.exit(code)\n"
-)
 
 
 def write_song(root: Path, minutes: float, seed: int = 0, block_seconds: int = 30) -> Path:
@@ -85,7 +74,7 @@ def peak_rss_mb(code_root: Path, root: Path, full: bool = False) -> float:
     args = ["evaluate", "--references", str(root / "references"), "--estimates", str(root / "estimates"), "-q"]
     args += ["--full"] if full else []
     env = dict(os.environ, PYTHONPATH=str(code_root))
-    result = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, check=False,
+    result = subprocess.run([sys.executable, "-c", PEAK_RSS_PROBE, *args], capture_output=True, text=True, check=False,
                             env=env, cwd=str(root))  # cwd: not a checkout, so PYTHONPATH picks the code
     lines = [line for line in result.stdout.splitlines() if line.startswith("PEAK_RSS_KB")]
     if result.returncode != 0 or not lines:

@@ -185,3 +185,20 @@ def best_time(run: Callable[[], object], device: torch.device, repeats: int, war
         synchronize(device)
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+#: Runs the real CLI in a fresh interpreter and prints that process's peak resident set in KiB. VmHWM, not
+#: ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux carries the launching process's peak over into the child's
+#: ru_maxrss through fork/vfork + exec, so a large parent would inflate every reading; VmHWM belongs to the
+#: child's own address space. ru_maxrss is the fallback where /proc is absent.
+PEAK_RSS_PROBE = (
+    "import resource, sys\n"
+    "from musicfx.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "try:\n"
+    "    peak = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
+    "except (OSError, IndexError):\n"
+    "    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+    "print('PEAK_RSS_KB', peak)\n"
+    "sys.exit(code)\n"
+)

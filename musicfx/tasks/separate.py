@@ -226,6 +226,19 @@ class SeparationTask(Task):
         self.log("train/loss", loss, prog_bar=True, batch_size=mix.shape[0])
         return loss
 
+    def _manual_step(self, optimizer: Any, loss: torch.Tensor, step_scheduler: bool = False) -> None:
+        """One manual-optimization step of ``optimizer`` on ``loss``, clipped to ``gan_clip``; the generator's
+        step also advances the learning-rate scheduler."""
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        if self.gan_clip > 0:
+            self.clip_gradients(optimizer, gradient_clip_val=self.gan_clip, gradient_clip_algorithm="norm")
+        optimizer.step()
+        if step_scheduler:
+            scheduler = self.lr_schedulers()
+            if scheduler is not None:
+                scheduler.step()
+
     def _adversarial_step(self, mix: torch.Tensor, stems: torch.Tensor) -> torch.Tensor:
         generator_opt, discriminator_opt = self.optimizers()
         estimates = self.model(mix)
@@ -233,24 +246,13 @@ class SeparationTask(Task):
 
         real, fake = self.discriminator(stems, mix), self.discriminator(estimates.detach(), mix)
         d_loss = self.adversarial.discriminator(real, fake)
-        discriminator_opt.zero_grad()
-        self.manual_backward(d_loss)
-        if self.gan_clip > 0:
-            self.clip_gradients(discriminator_opt, gradient_clip_val=self.gan_clip, gradient_clip_algorithm="norm")
-        discriminator_opt.step()
+        self._manual_step(discriminator_opt, d_loss)
 
         supervised = self.loss(estimates, stems)
         adversarial = self.adversarial.generator(self.discriminator(estimates, mix))
         consistency = self.consistency(estimates, mix)
         g_loss = supervised + self.adversarial_weight * adversarial + self.consistency_weight * consistency
-        generator_opt.zero_grad()
-        self.manual_backward(g_loss)
-        if self.gan_clip > 0:
-            self.clip_gradients(generator_opt, gradient_clip_val=self.gan_clip, gradient_clip_algorithm="norm")
-        generator_opt.step()
-        scheduler = self.lr_schedulers()
-        if scheduler is not None:
-            scheduler.step()
+        self._manual_step(generator_opt, g_loss, step_scheduler=True)
 
         self.log("train/loss", g_loss, prog_bar=True, batch_size=size)
         self.log_dict(
@@ -280,11 +282,7 @@ class SeparationTask(Task):
         d_stems = self.adversarial.discriminator(self.discriminator(pool), self.discriminator(fake_stems.detach()))
         d_mix = self.adversarial.discriminator(judge_mix(mix), judge_mix(fake_mix.detach()))
         d_loss = d_stems + d_mix
-        discriminator_opt.zero_grad()
-        self.manual_backward(d_loss)
-        if self.gan_clip > 0:
-            self.clip_gradients(discriminator_opt, gradient_clip_val=self.gan_clip, gradient_clip_algorithm="norm")
-        discriminator_opt.step()
+        self._manual_step(discriminator_opt, d_loss)
 
         adversarial = self.adversarial.generator(self.discriminator(fake_stems)) + self.adversarial.generator(
             judge_mix(fake_mix)
@@ -302,14 +300,7 @@ class SeparationTask(Task):
             supervised = self.loss(fake_stems, stems)
             g_loss = g_loss + self.supervised_weight * supervised
             logs["train/loss_supervised"] = supervised
-        generator_opt.zero_grad()
-        self.manual_backward(g_loss)
-        if self.gan_clip > 0:
-            self.clip_gradients(generator_opt, gradient_clip_val=self.gan_clip, gradient_clip_algorithm="norm")
-        generator_opt.step()
-        scheduler = self.lr_schedulers()
-        if scheduler is not None:
-            scheduler.step()
+        self._manual_step(generator_opt, g_loss, step_scheduler=True)
         self.log("train/loss", g_loss, prog_bar=True, batch_size=size)
         self.log_dict(logs, batch_size=size)
         return g_loss
