@@ -35,6 +35,9 @@ Run::
     python benchmarks/bench_debleed.py --quick          # tiny models and sets: a smoke run of every part
     python benchmarks/bench_debleed.py --parts quality --test-bleed linear --steps 150 --models t_unet \
         t_unet_paper f_unet f_unet_paper df_unet df_unet_paper di_cae di_cae_paper   # redesign vs paper
+    # steps per architecture (both variants get the same), resumable model by model:
+    python benchmarks/bench_debleed.py --parts quality --test-bleed linear --model-steps t_unet=600 \
+        f_unet=300 --models t_unet t_unet_paper f_unet f_unet_paper --save-dir runs/bench-debleed/models
 """
 from __future__ import annotations
 
@@ -225,10 +228,36 @@ def summarize(scores: Tensor) -> Dict[str, float]:
     return summary
 
 
+def _loss_trace() -> Any:
+    """A Lightning callback that keeps every training step's loss in ``.losses``."""
+    import lightning.pytorch as pl
+
+    class LossTrace(pl.Callback):
+        def __init__(self) -> None:
+            self.losses: List[float] = []
+
+        def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            self.losses.append(float(loss.detach()))
+
+    return LossTrace()
+
+
+def _loss_summary(losses: Sequence[float]) -> Dict[str, float]:
+    """Mean training loss over the first and the last tenth of the steps (at least one step each)."""
+    if not losses:
+        return {}
+    tenth = max(1, len(losses) // 10)
+    return {"loss_first": sum(losses[:tenth]) / tenth, "loss_last": sum(losses[-tenth:]) / tenth}
+
+
 def train(name: str, budget: float, segment: float, batch_size: int, cache_dir: Path, quick: bool,
-          steps: Optional[int] = None, clip: float = 4.0) -> Tuple[torch.nn.Module, Dict[str, float]]:
+          steps: Optional[int] = None, clip: float = 4.0,
+          save_dir: Optional[Path] = None) -> Tuple[torch.nn.Module, Dict[str, float]]:
     """Train the recipe's model on generated songs with linear bleed for ``budget`` seconds of wall time, or
-    ``steps`` optimizer steps when given."""
+    ``steps`` optimizer steps when given. With ``save_dir``, the trained weights and their training record
+    go to ``save_dir/<name>.pt``, and a file already there for the same settings is loaded instead of
+    training again (so a long comparison resumes model by model)."""
     import lightning.pytorch as pl
 
     from musicfx.tasks.debleed import DebleedTask
@@ -242,6 +271,15 @@ def train(name: str, budget: float, segment: float, batch_size: int, cache_dir: 
         overrides["length"] = int(round(clip * RATE))
         segment = clip
     model = instantiate(init["model"], **overrides)
+    settings = {"steps": steps, "budget": None if steps else budget, "segment": segment, "batch_size": batch_size,
+                "quick": quick, "clip": clip}
+    saved = save_dir / f"{name}.pt" if save_dir is not None else None
+    if saved is not None and saved.exists():
+        record = torch.load(saved, map_location="cpu", weights_only=False)
+        if record.get("settings") == settings:
+            model.load_state_dict(record["state_dict"])
+            print(f"{name}: loaded {saved} ({record['info']['steps']} steps, trained before)", flush=True)
+            return model.eval(), record["info"]
     optimizer_spec = init["optimizer"]
     module_name, _, class_name = optimizer_spec["class_path"].rpartition(".")
     optimizer_cls = getattr(__import__(module_name, fromlist=[class_name]), class_name)
@@ -253,18 +291,28 @@ def train(name: str, budget: float, segment: float, batch_size: int, cache_dir: 
                            optimizer=lambda params: optimizer_cls(params, **optimizer_args))
         data = bleed_data("linear", segment, batch_size, 1, cache_dir, train_examples=10**7,
                           generated_items=8 if quick else 64, generated_duration=4.0 if quick else 20.0)
+        trace = _loss_trace()
         trainer = pl.Trainer(
             accelerator="cpu", devices=1, max_time=None if steps else {"seconds": budget},
             max_steps=steps or -1, max_epochs=-1, limit_val_batches=0,
             num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, gradient_clip_val=recipe["trainer"].get("gradient_clip_val"),
+            callbacks=[trace],
         )
         start = time.perf_counter()
         trainer.fit(task, datamodule=data)
         wall = time.perf_counter() - start
     info = {"steps": int(trainer.global_step), "wall_s": wall, "examples": int(trainer.global_step) * batch_size,
-            "segment_s": segment,
-            "parameters": sum(p.numel() for p in model.parameters())}
+            "segment_s": segment, "batch_size": batch_size,
+            "parameters": sum(p.numel() for p in model.parameters()), **_loss_summary(trace.losses)}
+    print(f"{name}: {info['steps']} steps in {wall:.0f} s, training loss {info.get('loss_first', float('nan')):.4g} "
+          f"-> {info.get('loss_last', float('nan')):.4g}", flush=True)
+    if saved is not None:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        partial = saved.with_name(saved.name + ".partial")
+        torch.save({"settings": settings, "info": info, "state_dict": model.state_dict(),
+                    "losses": trace.losses}, partial)
+        partial.replace(saved)  # atomic: an interrupted save never looks finished
     return model.eval(), info
 
 
@@ -272,6 +320,17 @@ def train(name: str, budget: float, segment: float, batch_size: int, cache_dir: 
 def run_model(model: torch.nn.Module, mics: Tensor, batch: int = 1) -> Tensor:
     """The model on every clip, ``batch`` clips per call (DI-CAE needs ~0.5 GB per 4 s clip of 4 tracks)."""
     return torch.cat([model(mics[i:i + batch]).float() for i in range(0, len(mics), batch)])
+
+
+def oracle_magnitudes(mics: Tensor, targets: Tensor, n_fft: int = 2048) -> Tensor:
+    """The clean magnitudes on each microphone's phase ``(N, M, T)``: the ceiling of every model that
+    estimates a magnitude and keeps the microphone's phase (f-UNet paper, DI-CAE, at ``n_fft`` 2048)."""
+    from musicfx.audio.spectral import istft, magnitude, stft
+
+    hop = n_fft // 4
+    spec = stft(mics.float(), n_fft, hop)
+    clean = magnitude(stft(targets.float(), n_fft, hop))
+    return istft(clean * torch.polar(torch.ones_like(clean), torch.angle(spec)), n_fft, hop, mics.shape[-1])
 
 
 def run_kamir(mics: Tensor) -> Tensor:
@@ -347,6 +406,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + PAPER_MODELS)
     parser.add_argument("--steps", type=int, default=None,
                         help="train each model for this many optimizer steps instead of --budget seconds")
+    parser.add_argument("--model-steps", nargs="+", default=[], metavar="NAME=N",
+                        help="steps for one model (t_unet_paper=300), or both variants of one (t_unet=300)")
+    parser.add_argument("--save-dir", type=Path, default=None,
+                        help="keep each trained model here and reuse it on a rerun with the same settings")
     parser.add_argument("--segment", type=float, default=1.0, help="training example length, s")
     parser.add_argument("--batch-size", type=int, default=4, help="training batch")
     parser.add_argument("--clip", type=float, default=4.0, help="test clip length, s")
@@ -422,6 +485,21 @@ def _run(args: argparse.Namespace) -> Dict[str, Any]:
     return report
 
 
+def model_steps(models: Sequence[str], steps: Optional[int], per_model: Sequence[str]) -> Dict[str, Optional[int]]:
+    """Optimizer steps per model: ``--steps`` for all, ``--model-steps NAME=N`` for one model, or for both
+    variants of an architecture when NAME has no ``_paper`` (``f_unet=300``); ``None``: the time budget."""
+    result: Dict[str, Optional[int]] = {name: steps for name in models}
+    for item in per_model:
+        name, _, count = item.partition("=")
+        if not count.isdigit() or int(count) < 1 or name not in MODELS + PAPER_MODELS:
+            raise MusicfxError(f"--model-steps takes NAME=N with NAME one of {', '.join(MODELS + PAPER_MODELS)} "
+                               f"and N >= 1, got {item!r}")
+        for model in (name, f"{name}_paper") if name in MODELS else (name,):
+            if model in result:
+                result[model] = int(count)
+    return result
+
+
 def _quality(args: argparse.Namespace, report: Dict[str, Any], scratch: Path) -> Optional[Tuple[str, torch.nn.Module]]:
     """Part 3; returns the best model by overall SDR on linear bleed (label, module), if any was trained."""
     nz, nz_names = nz_tour_clips(args.shared, args.clip, args.clip / 2, args.max_nz_clips)
@@ -430,21 +508,25 @@ def _quality(args: argparse.Namespace, report: Dict[str, Any], scratch: Path) ->
     subsets = {"nz-tour (real stems)": slice(0, len(nz)), "generator": slice(len(nz), len(stems))}
     report["test_set"] = {"clips": nz_names + generated_names, "clip_s": args.clip}
     trained: Dict[str, Tuple[torch.nn.Module, Dict[str, float]]] = {}
+    steps = model_steps(args.models, args.steps, args.model_steps)
     for name in args.models:
         trained[name] = train(name, args.budget, args.segment, args.batch_size, scratch / "cache", args.quick,
-                              args.steps, args.clip)
+                              steps[name], args.clip, args.save_dir)
     report["training"] = {LABELS[name]: info for name, (_, info) in trained.items()}
-    budget = f"{args.steps} optimizer steps" if args.steps else f"{args.budget:g} s of CPU wall time"
+    budget = ("optimizer steps as listed" if any(steps.values()) else f"{args.budget:g} s of CPU wall time each")
     print(f"\n### Training (linear bleed, generated songs, {args.segment:g} s x {args.batch_size} per step, "
-          f"{budget} each)\n")
-    print(markdown_table(["model", "parameters", "steps", "examples", "example (s)", "wall (s)"],
+          f"{budget})\n")
+    print(markdown_table(["model", "parameters", "steps", "examples", "example (s)", "wall (s)",
+                          "loss, first tenth", "loss, last tenth"],
                          [[LABELS[n], f"{i['parameters']:,}", i["steps"], i["examples"], fmt(i["segment_s"], 1),
-                           fmt(i["wall_s"], 0)] for n, (_, i) in trained.items()]))
+                           fmt(i["wall_s"], 0), fmt(i.get("loss_first"), 4), fmt(i.get("loss_last"), 4)]
+                          for n, (_, i) in trained.items()]))
     report["quality"] = {}
     best: Optional[Tuple[str, torch.nn.Module]] = None
     for kind in args.test_bleed:
         scene = bleed_scenes(stems, kind)
-        outputs = {"unprocessed": scene["mics"], "KAMIR": run_kamir(scene["mics"])}
+        outputs = {"unprocessed": scene["mics"], "KAMIR": run_kamir(scene["mics"]),
+                   "oracle magnitudes, mics' phase": oracle_magnitudes(scene["mics"], scene["targets"])}
         for name, (model, _) in trained.items():
             outputs[LABELS[name]] = run_model(model, scene["mics"])
         scores = {method: clip_sdr(out, scene["targets"]) for method, out in outputs.items()}

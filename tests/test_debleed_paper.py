@@ -10,7 +10,7 @@ from torch import nn
 
 from musicfx.errors import AudioError
 from musicfx.models.debleed_paper import (
-    DFUNetPaper, DICAEPaper, FUNetPaper, TUNetPaper, debleed_model, least_squares_mixing,
+    DFUNetPaper, DICAEPaper, FUNetPaper, TUNetPaper, debleed_model, least_squares_mixing, unmix,
 )
 
 
@@ -76,6 +76,22 @@ def test_t_unet_paper_pads_short_clips_and_rejects_long_ones() -> None:
         model(torch.randn(1, 4, 5000))
     # The regression target is the matrix, entries >= 0 (ReLU output).
     assert (model.mixing_matrix(torch.randn(2, 4, 4096)) >= 0).all()
+
+
+def test_t_unet_paper_inverts_the_papers_matrices_exactly_and_bounds_near_singular_ones() -> None:
+    mics, sources, matrix = _bleed()
+    # Every matrix of the paper's bleed is far better conditioned than the guard: inv(A) x exactly.
+    assert torch.allclose(unmix(matrix, mics, 20.0), sources, atol=1e-5)
+    # A nearly singular estimate (an early-training ReLU matrix): the gain stays below max_condition / sigma_max.
+    singular = torch.diag(torch.tensor([0.3, 0.2, 0.1, 1e-4])).expand(2, 4, 4)
+    guarded, plain = unmix(singular, mics, 20.0), unmix(singular, mics)
+    assert plain.abs().max() > 1000 * mics.abs().max()
+    assert guarded.norm(dim=1).max() <= 20.0 / 0.3 * mics.norm(dim=1).max() + 1e-4
+    model = TUNetPaper(length=4096, widths=(8, 16), pool=4, dense=(16,), max_condition=20.0)
+    model.mixing_matrix = lambda x: singular[: x.shape[0]]
+    assert torch.allclose(model(mics), guarded)
+    with pytest.raises(ValueError, match="max_condition"):
+        TUNetPaper(length=4096, widths=(8, 16), pool=4, dense=(16,), max_condition=0.5)
 
 
 def test_df_unet_paper_keeps_any_length_and_track_count() -> None:
