@@ -21,7 +21,10 @@ like any debleed model. Training uses the paper's loss *in the paper's domain*: 
 ``(native, native_target(mics, targets))``: the mixing matrix for t-UNet, magnitude spectrograms for f-UNet,
 the dynamic-input windows of magnitudes for DI-CAE; df-UNet's native domain is the waveform itself.
 
-Where the authors' code is broken or silent, the choice made here is stated in each class. Every such
+Every convolution and dense layer starts as Keras' would (:func:`keras_init`: Glorot-uniform weights, zero
+biases); batch norm keeps PyTorch's running-average momentum (0.1 per step, Keras 0.01) and epsilon (1e-5,
+Keras 1e-3), so short runs' evaluation statistics settle. Where the authors' code is broken or silent, the
+choice made here is stated in each class. Every such
 choice is the smallest one that makes the model run and train; nothing else is changed. The redesigns
 (:mod:`musicfx.models.t_unet`, ``f_unet``, ``df_unet``, ``di_cae``) say what they change and why;
 ``docs/debleed.md`` compares both variants on the same bench.
@@ -41,8 +44,8 @@ from musicfx.audio.spectral import istft, magnitude, stft
 from musicfx.errors import AudioError
 
 __all__ = [
-    "DFUNetPaper", "DICAEPaper", "FUNetPaper", "TUNetPaper", "VARIANTS", "debleed_model", "least_squares_mixing",
-    "unmix",
+    "DFUNetPaper", "DICAEPaper", "FUNetPaper", "TUNetPaper", "VARIANTS", "debleed_model", "keras_init",
+    "least_squares_mixing", "unmix",
 ]
 
 
@@ -54,6 +57,28 @@ def _check_tracks(mics: Tensor, tracks: int, name: str) -> None:
         )
     if mics.shape[-1] < 1:
         raise AudioError(f"{name} got empty audio (0 samples)")
+
+
+def keras_init(module: nn.Module) -> nn.Module:
+    """Keras' default initialisation on every convolution and dense layer: Glorot-uniform weights, zero biases.
+
+    The authors' models are Keras models with default initialisers. PyTorch's defaults differ where it
+    matters here: biases uniform in ``+-1 / sqrt(fan_in)`` (``+-0.5`` for the t-UNet's first ``1 x 4``
+    convolution) swamp raw waveforms and magnitudes of amplitude ~0.01 before the first ReLU, so the
+    network sees almost constant features (the t-UNet then regresses one matrix for every clip).
+
+    Args:
+        module: the model; changed in place.
+
+    Returns:
+        ``module``.
+    """
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+    return module
 
 
 def least_squares_mixing(mics: Tensor, sources: Tensor) -> Tensor:
@@ -158,6 +183,7 @@ class TUNetPaper(nn.Module):
         features = [channels[-1] * num_tracks * size] + [int(d) for d in dense]
         self.dense = nn.ModuleList(nn.Linear(features[i], features[i + 1]) for i in range(len(dense)))
         self.out = nn.Linear(features[-1], num_tracks * num_tracks)
+        keras_init(self)
 
     def mixing_matrix(self, mics: Tensor) -> Tensor:
         """Args:
@@ -270,6 +296,7 @@ class FUNetPaper(nn.Module):
         self.decoders = nn.ModuleList(_PaperDoubleConv2d(2 * w, w) for w in self.widths)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Conv2d(self.widths[0], 1, 1)
+        keras_init(self)
 
     @property
     def multiple(self) -> int:
@@ -430,6 +457,7 @@ class DFUNetPaper(nn.Module):
             ))
             in_ch = out_ch
         self.out = _SameConvTranspose2d(in_ch, 1, kernel_size, (1, 2))
+        keras_init(self)
 
     @property
     def multiple(self) -> int:
@@ -539,6 +567,7 @@ class DICAEPaper(nn.Module):
         self.autoencoders = nn.ModuleList(
             _PaperFrameAutoencoder(3 * self.bins, group, widths, bottleneck) for _ in range(count)
         )
+        keras_init(self)
 
     def _windows(self, mag: Tensor) -> Tensor:
         """``(batch, tracks, bins, frames) -> (batch, tracks, windows, 3 * bins, group)``."""
