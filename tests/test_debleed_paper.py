@@ -10,7 +10,7 @@ from torch import nn
 
 from musicfx.errors import AudioError
 from musicfx.models.debleed_paper import (
-    DFUNetPaper, DICAEPaper, FUNetPaper, TUNetPaper, debleed_model, least_squares_mixing, unmix,
+    DFUNetPaper, DICAEPaper, FUNetPaper, TUNetPaper, debleed_model, keras_init, least_squares_mixing, unmix,
 )
 
 
@@ -92,6 +92,38 @@ def test_t_unet_paper_inverts_the_papers_matrices_exactly_and_bounds_near_singul
     assert torch.allclose(model(mics), guarded)
     with pytest.raises(ValueError, match="max_condition"):
         TUNetPaper(length=4096, widths=(8, 16), pool=4, dense=(16,), max_condition=0.5)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: TUNetPaper(length=4096, widths=(8, 16), pool=4, dense=(16,)),
+        lambda: FUNetPaper(n_fft=255, hop_length=64, widths=(4, 8), bottleneck=8),
+        lambda: DFUNetPaper(widths=(4, 4, 4, 4), bottleneck=4, decoder_widths=(4, 4, 4, 4)),
+        lambda: DICAEPaper(n_fft=64, hop_length=16, bottleneck=8),
+    ],
+    ids=["t_unet", "f_unet", "df_unet", "di_cae"],
+)
+def test_paper_models_start_as_keras_would(build) -> None:
+    model = build()
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+    assert layers
+    for layer in layers:
+        assert layer.bias is None or not layer.bias.any()  # Keras: zero biases
+        fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(layer.weight)
+        bound = (6.0 / (fan_in + fan_out)) ** 0.5  # Keras: Glorot uniform
+        assert float(layer.weight.abs().max()) <= bound and float(layer.weight.abs().max()) > bound / 2
+
+
+def test_keras_init_lets_the_t_unet_paper_see_its_input() -> None:
+    # With PyTorch's default biases (+-0.5 on the first 1 x 4 convolution) a 0.01-amplitude waveform barely
+    # moves the features; with Keras' zero biases the features scale with the input.
+    torch.manual_seed(0)
+    model = TUNetPaper(length=4096, widths=(8, 16), pool=4, dense=(16,))
+    mics = 0.01 * torch.randn(1, 4, 4096)
+    first = model.convs[0]
+    assert torch.allclose(torch.relu(first(2 * mics.unsqueeze(1))), 2 * torch.relu(first(mics.unsqueeze(1))), atol=1e-7)
+    assert keras_init(model) is model
 
 
 def test_df_unet_paper_keeps_any_length_and_track_count() -> None:
