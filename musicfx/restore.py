@@ -71,6 +71,8 @@ BLOCK_SECONDS = 30.0
 NORMALIZE_SEGMENT, NORMALIZE_OVERLAP = 30.0, 0.1
 #: Chunking of the denoise stage (the spectral gate estimates its noise per segment).
 DENOISE_SEGMENT, DENOISE_OVERLAP = 30.0, 0.1
+#: Seconds per mixer call (the engine's default; a mixing model sees 10 s at a time).
+MIX_SEGMENT = 10.0
 
 
 def track_class(name: str) -> str:
@@ -366,7 +368,7 @@ def restore(
         from musicfx.automix import write_mix
 
         mixed = write_mix(mixer, normalized, work / "mix.wav", mix_rate, mix_channels, workdir=work, device=device,
-                          **engine)
+                          segment=MIX_SEGMENT, **engine)
         (work / "raw_mix.wav").unlink()
         times["mix"] = time.perf_counter() - start
         stages.set_postfix_str("measure")
