@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -38,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+import numpy as np
 import soundfile as sf
 import torch
 
@@ -181,8 +183,6 @@ def quality(shared: Path, work: Path, seconds: float) -> Dict[str, Any]:
 def _choir_session(files: Sequence[Path], folder: Path, shifted: bool) -> Path:
     """The tracks copied into ``folder``; ``shifted``: track ``i`` circularly shifted by ``i / len(files)`` of
     its length, so no two tracks hold the same instant (nothing in common but the voices' spectra)."""
-    import numpy as np
-
     folder.mkdir(parents=True)
     for index, path in enumerate(files):
         audio, rate = sf.read(path, dtype="float32")
@@ -203,11 +203,14 @@ def choir(shared: Path, work: Path) -> Dict[str, Any]:
         for shifted in (False, True):
             slug = f"choir-{len(files)}-{'shifted' if shifted else 'take'}"
             session = _choir_session(files, work / slug, shifted)
-            report = restore(session, work / f"{slug}-out", debleed="kamir", denoise="none", normalize="none",
-                             progress=False, plot=False)
+            out = work / f"{slug}-out"
+            report = restore(session, out, debleed="kamir", denoise="none", normalize="none", progress=False,
+                             plot=False)
+            levels = [10 * math.log10(float(np.square(sf.read(out / "tracks" / path.name)[0]).mean())
+                                      / float(np.square(sf.read(path)[0]).mean())) for path in files]
             rows[f"{label}{', shifted control' if shifted else ''}"] = {
                 "tracks": len(files), "sample_rate": report["sample_rate"], "seconds": report["duration_seconds"],
-                "leakage": report["leakage"]}
+                "leakage": report["leakage"], "level_change_db": sum(levels) / len(levels)}
     return rows
 
 
@@ -283,9 +286,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     if "choir" in result:
         first = next(iter(result["choir"].values()))
         print(f"\nDagstuhl ChoirSet, {first['seconds']:g} s at {first['sample_rate']} Hz: leakage before -> after KAMIR")
-        print(common.markdown_table(["microphones", "leakage before", "after KAMIR"],
-                                    [[label, common.fmt(r["leakage"]["before"], 4), common.fmt(r["leakage"]["after"], 4)]
-                                     for label, r in result["choir"].items()]))
+        print(common.markdown_table(["microphones", "leakage before", "after KAMIR", "level change dB"],
+                                    [[label, common.fmt(r["leakage"]["before"], 4), common.fmt(r["leakage"]["after"], 4),
+                                      common.fmt(r["level_change_db"], 1)] for label, r in result["choir"].items()]))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -166,6 +166,105 @@ def test_checkpoints_plug_in(tmp_path, monkeypatch) -> None:
     assert report["options"]["mix"].endswith("mix.ckpt")
 
 
+# ------------------------------------------------------------------------------------ real checkpoints
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _fit(folder: Path, recipe: str, *overrides: str) -> Path:
+    """Train ``recipes/<recipe>`` for two CPU steps through ``musicfx fit`` (the real LightningModule and its
+    checkpoint path), shrunk by CLI overrides only; returns its ``last.ckpt``."""
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        code = musicfx.cli.main([
+            "fit", "-c", str(REPO / "recipes" / recipe), "-c", str(REPO / "recipes/trainer/cpu.yaml"),
+            "--trainer.max_steps=2", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
+            "--trainer.enable_progress_bar=false", "--data.init_args.num_workers=0", "--data.init_args.batch_size=2",
+            "--data.init_args.segment=0.5", *overrides,
+        ])
+    finally:
+        os.chdir(cwd)
+    assert code == 0
+    (path,) = folder.rglob("last.ckpt")
+    return path
+
+
+@pytest.fixture(scope="module")
+def debleed_checkpoint(tmp_path_factory) -> Path:
+    """The t-UNet recipe (4 tracks: vocals, drums, bass, other at 22.05 kHz), two steps."""
+    return _fit(tmp_path_factory.mktemp("fit-debleed"), "debleed/t_unet.yaml")
+
+
+@pytest.fixture(scope="module")
+def mix_checkpoint(tmp_path_factory) -> Path:
+    """The Wave-U-Net automix recipe (stems vocals, drums, bass, other; stereo 44.1 kHz), two steps, 3 levels."""
+    return _fit(tmp_path_factory.mktemp("fit-mix"), "automix/wave_u_net.yaml",
+                "--model.init_args.model.init_args.levels=3", "--model.init_args.model.init_args.features=8")
+
+
+def _tone_session(folder: Path, names: List[str], seconds: float = 1.5) -> Dict[str, np.ndarray]:
+    """Mono 44.1 kHz tracks, each two tones and a little noise (no silence); returns ``{name: audio}``."""
+    folder.mkdir(parents=True)
+    t = np.arange(int(SR * seconds)) / SR
+    rng = np.random.default_rng(0)
+    tracks = {}
+    for i, name in enumerate(names):
+        audio = 0.2 * np.sin(2 * np.pi * (110 * (i + 1)) * t) + 0.1 * np.sin(2 * np.pi * 1500 * (i + 1) * t)
+        tracks[name] = (audio + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+        sf.write(folder / f"{name}.wav", tracks[name], SR, subtype="FLOAT")
+    return tracks
+
+
+def test_real_denoise_checkpoint(trained_checkpoint, tmp_path) -> None:
+    """``--denoise CKPT`` with the quickstart's MusicECAN (DenoiseTask, 22.05 kHz): every cleaned track is what
+    the task's own ``denoise`` makes of that track."""
+    tracks = _tone_session(tmp_path / "session", ["vocals", "bass"])
+    report = restore(tmp_path / "session", tmp_path / "out", debleed="none", denoise=str(trained_checkpoint),
+                     normalize="none", progress=False, plot=False)
+    task = musicfx.api.load(trained_checkpoint)
+    for name, audio in tracks.items():
+        expected = task.denoise(torch.from_numpy(audio)[None], SR)[0].numpy()
+        cleaned = sf.read(tmp_path / "out" / "tracks" / f"{name}.wav", dtype="float32")[0]
+        assert np.abs(cleaned - audio).max() > 1e-3  # the model changed the track
+        np.testing.assert_allclose(cleaned, expected, atol=1e-4)
+    assert report["options"]["denoise"] == str(trained_checkpoint)
+
+
+def test_real_debleed_checkpoint(debleed_checkpoint, tmp_path) -> None:
+    """``--debleed CKPT`` with the t-UNet recipe's DebleedTask: the files (not in the model's order on disk) are
+    matched to its tracks by name, and the cleaned tracks are the task's own ``debleed`` of them."""
+    task = musicfx.api.load(debleed_checkpoint)
+    names = ["01_other", "02_bass", "03_vocals", "04_drums"]
+    tracks = _tone_session(tmp_path / "session", names)
+    restore(tmp_path / "session", tmp_path / "out", debleed=str(debleed_checkpoint), denoise="none",
+            normalize="none", progress=False, plot=False)
+    order = [next(n for n in names if n.endswith(track)) for track in task.tracks]
+    expected = task.debleed(torch.stack([torch.from_numpy(tracks[n]) for n in order]), SR)
+    for name, audio in zip(order, expected):
+        cleaned = sf.read(tmp_path / "out" / "tracks" / f"{name}.wav", dtype="float32")[0]
+        assert np.abs(cleaned - tracks[name]).max() > 1e-3
+        np.testing.assert_allclose(cleaned, audio.numpy(), atol=1e-4)
+
+
+def test_real_mix_checkpoint(mix_checkpoint, tmp_path) -> None:
+    """``--mix CKPT`` with the Wave-U-Net recipe's AutomixTask: the tracks are summed per class into its stem
+    slots (two drum microphones into ``drums``, a guitar into ``other``) and the mix is the task's own ``mix``
+    of those stems, scaled by the reported peak gain."""
+    task = musicfx.api.load(mix_checkpoint)
+    tracks = _tone_session(tmp_path / "session", ["bass", "guitar", "kick", "snare", "vocals"])
+    report = restore(tmp_path / "session", tmp_path / "out", debleed="none", denoise="none", normalize="none",
+                     mix=str(mix_checkpoint), progress=False, plot=False)
+    by_class = {"vocals": tracks["vocals"], "drums": tracks["kick"] + tracks["snare"], "bass": tracks["bass"],
+                "other": tracks["guitar"]}
+    stems = torch.stack([torch.from_numpy(by_class[stem])[None] for stem in task.stems])
+    expected = task.mix(stems, SR).numpy().T * 10 ** (report["mix"]["gain_db"] / 20)
+    mix = sf.read(tmp_path / "out" / "mix.wav", dtype="float32")[0]
+    assert mix.shape == expected.shape and np.abs(mix).max() > 1e-3
+    np.testing.assert_allclose(mix, expected, atol=1e-4)
+
+
 # ------------------------------------------------------------------------------------------ bad input
 def _write(folder: Path, names: List[str], rate: int = 8000, seconds: float = 1.0, silent: str = "") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
@@ -427,7 +526,9 @@ def test_benchmark_quick_run(shared_data, tmp_path) -> None:
     import bench_restore
 
     result = bench_restore.main(["--quick", "--shared-data", str(shared_data), "--json", str(tmp_path / "r.json")])
-    assert result["speed"]["tracks"] == 8 and result["speed"]["total_per_minute"] > 0
+    lengths = result["speed"]["lengths"]
+    assert result["speed"]["tracks"] == 8 and list(lengths) == ["10", "40"]
+    assert all(run["this"]["wall_per_minute"] > 0 and run["this"]["peak_rss_mb"] > 100 for run in lengths.values())
     for rows in result["quality"].values():
         assert rows["chain"]["leakage"] < rows["input"]["leakage"]
-    assert json.loads((tmp_path / "r.json").read_text())["choir"]["tracks"] == 15
+    assert json.loads((tmp_path / "r.json").read_text())["choir"]["all 15"]["tracks"] == 15
