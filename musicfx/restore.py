@@ -298,7 +298,9 @@ def restore(
     features = _features(normalize, info)
     mixer, mix_rate, mix_channels = _mixer(mix, info, rate, device, trust)
 
+    start = time.perf_counter()
     before = {path: measure_file(path) for path in info.paths}
+    measuring = time.perf_counter() - start
     silent = [path for path in info.paths if before[path].peak == 0.0]
     if silent:
         raise AudioError(f"{silent[0]}: the track is silent (all samples are zero); leave it out of the session")
@@ -379,9 +381,11 @@ def restore(
         leveled = {path: measure_file(path) for path in normalized}
         report = _report(info, cleaned, normalized, before, after, leveled, mixed, times,
                          dict(debleed=debleed, denoise=denoise, normalize=normalize, mix=mix))
-        report["seconds"]["measure"] = time.perf_counter() - start
+        report["seconds"]["measure"] = round(measuring + time.perf_counter() - start, 3)  # inputs and outputs
         if plot:
+            start = time.perf_counter()
             _plot(work / "report.png", info, cleaned, report)
+            report["seconds"]["plot"] = round(time.perf_counter() - start, 3)
         (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         _move_into_place(work, output)
         stages.update()
