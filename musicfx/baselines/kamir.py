@@ -52,8 +52,10 @@ from musicfx.audio.spectral import istft, stft
 __all__ = ["kamir", "kamir_spectrogram", "KAMIR"]
 
 _EPS = 1e-12
-# Complex STFT cells (batch x tracks x bins x frames) processed at a time; ~64 MB of complex64 each.
-_BLOCK_CELLS = 1 << 23
+# STFT cells (batch x tracks x bins x frames) processed at a time: each temporary of a block is 4 MB of
+# float32. Blocks of 32 MB and more were twice as slow on a CPU: every temporary above glibc's largest mmap
+# threshold is fresh pages from the kernel (page faults, zeroing), where small ones reuse freed memory.
+_BLOCK_CELLS = 1 << 20
 
 
 def _hop(n_fft: int, overlap: float) -> int:
