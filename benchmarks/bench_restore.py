@@ -239,7 +239,7 @@ def _print_speed(result: Dict[str, Any]) -> None:
     first = next(iter(lengths))
     runs = lengths[first]
     labels = list(runs)
-    stages = list(runs["this"]["per_minute"])
+    stages = list(dict.fromkeys(stage for run in runs.values() for stage in run["per_minute"]))
     note = f" ({' '.join(result['args'])})" if result["args"] else ""
     print(f"\n{result['tracks']}-track session, {float(first):g} s{note}: seconds per minute of session")
     header = ["stage"] + labels + (["baseline / this"] if "baseline" in runs else [])
@@ -247,7 +247,9 @@ def _print_speed(result: Dict[str, Any]) -> None:
     for stage in stages + ["whole process"]:
         values = [runs[label]["per_minute"].get(stage) if stage != "whole process" else runs[label]["wall_per_minute"]
                   for label in labels]
-        ratio = ([common.fmt(values[1] / values[0], 2) + "x" if values[0] else "-"] if "baseline" in runs else [])
+        # A stage one version does not time (the baseline had no "plot") is a dash.
+        ratio = ([common.fmt(values[1] / values[0], 2) + "x" if values[0] and values[1] is not None else "-"]
+                 if "baseline" in runs else [])
         rows.append([stage] + [common.fmt(v, 1) for v in values] + ratio)
     print(common.markdown_table(header, rows))
     print("\nPeak RSS of the whole process (this checkout)")
@@ -294,6 +296,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         if "choir" in args.parts:
             result["choir"] = choir(args.shared_data, work)
     result["machine_after"] = common.machine_info()
+    if args.json is not None:  # first: a long run's numbers survive a failure below
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(common.machine_line(info) + f" (load {result['machine_after']['load_average_1min']} at the end)")
     for key in ("speed", "speed_no_debleed"):
         if key in result:
@@ -310,8 +314,6 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             [[label, common.fmt(r["leakage"]["before"], 4), common.fmt(r["leakage"]["after"], 4),
               common.fmt(r["level_change_db"], 1), common.fmt(r["frames"]["before"], 1),
               common.fmt(r["frames"]["after"], 1)] for label, r in result["choir"].items()]))
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
