@@ -5,7 +5,8 @@
    whole process's peak resident set, the report picture included): seconds per stage per minute of
    session and peak RSS, for a 1-minute and a 10-minute session. ``--baseline CHECKOUT`` runs another
    checkout's code on the same 1-minute session, interleaved with this one's (best of ``--repeats``), so
-   a speed-up is measured side by side under the same load. The tracks are the five NZ Tour stems and
+   a speed-up is measured side by side under the same load; the runs' CPU time (user + system) is
+   reported too, as other processes on a shared machine stretch the wall time much more than it. The tracks are the five NZ Tour stems and
    three more mixed from them, through a linear bleed scene, looped to the asked length, with fresh white
    noise at -50 dBFS RMS.
 2. **Quality, NZ Tour**: the five SiSEC 2011 "Ultimate NZ Tour" stems (mono, 44.1 kHz) through a
@@ -121,21 +122,28 @@ def run_restore(code_root: Path, session: Path, out: Path, threads: int, args: S
     """
     cli = ["restore", str(session), "-o", str(out), "--overwrite", "-q", *args]
     env = dict(os.environ, PYTHONPATH=str(code_root), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", common.PEAK_RSS_PROBE, *cli], capture_output=True, text=True,
                             check=False, env=env, cwd=str(session.parent))  # cwd: not a checkout
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the child (user + system): on a shared machine other processes stretch the wall time,
+    # much less the CPU time the work itself takes.
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     lines = [line for line in result.stdout.splitlines() if line.startswith("PEAK_RSS_KB")]
     if result.returncode != 0 or not lines:
         raise RuntimeError(f"musicfx {' '.join(cli)} failed ({result.returncode}):\n{result.stderr[-2000:]}")
     report = json.loads((out / "report.json").read_text())
     shutil.rmtree(out)
-    return {"wall": wall, "peak_rss_mb": int(lines[-1].split()[1]) / 1024.0, "seconds": report["seconds"]}
+    return {"wall": wall, "cpu": cpu, "peak_rss_mb": int(lines[-1].split()[1]) / 1024.0, "seconds": report["seconds"]}
 
 
 def _per_minute(run: Dict[str, Any], seconds: float) -> Dict[str, Any]:
     scale = 60.0 / seconds
-    return {"wall_per_minute": run["wall"] * scale, "peak_rss_mb": run["peak_rss_mb"],
+    return {"wall_per_minute": run["wall"] * scale, "cpu_per_minute": run["cpu"] * scale, "peak_rss_mb": run["peak_rss_mb"],
             "per_minute": {stage: value * scale for stage, value in run["seconds"].items()}}
 
 
@@ -153,8 +161,8 @@ def speed(shared: Path, work: Path, lengths: Sequence[float], baseline: Optional
         for _ in range(repeats if index == 0 else 1):
             for label, root in codes.items():
                 run = run_restore(root, session, work / f"out-{label}", threads, extra_args)
-                print(f"  {label}, {seconds:g} s session: {run['wall']:.1f} s, peak RSS {run['peak_rss_mb']:.0f} MiB",
-                      flush=True)
+                print(f"  {label}, {seconds:g} s session: {run['wall']:.1f} s ({run['cpu']:.1f} s CPU), peak RSS "
+                      f"{run['peak_rss_mb']:.0f} MiB", flush=True)
                 if label not in best or run["wall"] < best[label]["wall"]:
                     best[label] = run
         rows["lengths"][f"{seconds:g}"] = {label: _per_minute(run, seconds) for label, run in best.items()}
@@ -244,8 +252,9 @@ def _print_speed(result: Dict[str, Any]) -> None:
     print(f"\n{result['tracks']}-track session, {float(first):g} s{note}: seconds per minute of session")
     header = ["stage"] + labels + (["baseline / this"] if "baseline" in runs else [])
     rows = []
-    for stage in stages + ["whole process"]:
-        values = [runs[label]["per_minute"].get(stage) if stage != "whole process" else runs[label]["wall_per_minute"]
+    totals = {"whole process": "wall_per_minute", "whole process, CPU time": "cpu_per_minute"}
+    for stage in stages + list(totals):
+        values = [runs[label][totals[stage]] if stage in totals else runs[label]["per_minute"].get(stage)
                   for label in labels]
         # A stage one version does not time (the baseline had no "plot") is a dash.
         ratio = ([common.fmt(values[1] / values[0], 2) + "x" if values[0] and values[1] is not None else "-"]
