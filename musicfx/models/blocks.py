@@ -7,14 +7,16 @@ attention on ``(batch, channels, time)`` and a spectrogram model on ``(batch, ch
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from musicfx.errors import AudioError
 
-__all__ = ["eca_kernel_size", "ECA", "ResidualECABlock2d", "SupervisedAttention2d", "check_mix", "check_tracks"]
+__all__ = [
+    "eca_kernel_size", "ECA", "ResidualECABlock2d", "SupervisedAttention2d", "check_mix", "check_tracks", "declare_names",
+]
 
 
 def eca_kernel_size(channels: int, gamma: float = 2.0, b: float = 1.0) -> int:
@@ -173,3 +175,37 @@ def check_tracks(mics: Tensor, num_tracks: int, model: str) -> None:
     """
     _check_input(mics, num_tracks, model, "microphone tracks",
                  "build the model with num_tracks equal to the number of tracks")
+
+
+def declare_names(
+    names: Optional[Sequence[str]], count: Optional[int], default_count: int, what: str, model: str
+) -> Tuple[Optional[Tuple[str, ...]], int]:
+    """The names a multitrack model declares (a debleed model's ``tracks``, a mixer's ``stems``) and their count.
+
+    A model declares what it needs, as a separator declares its ``sources``: the task and the datamodule read
+    the names from the model (``musicfx.tasks.base.declared``). ``names=None`` declares none, so the task's own
+    names apply (what checkpoints saved before models declared names hold).
+
+    Args:
+        names: the names, in the model's input order, or ``None``.
+        count: how many the model takes (its ``num_tracks`` / ``num_stems``); default ``len(names)``, or
+            ``default_count`` when ``names`` is ``None``.
+        default_count: the count when neither is given.
+        what: what the names are (``"tracks"``, ``"stems"``), for the error message.
+        model: the model's class name, for the error message.
+
+    Returns:
+        ``(names as a tuple or None, count)``.
+
+    Raises:
+        ValueError: empty or repeated names, or a ``count`` that is not ``len(names)``.
+    """
+    if names is None:
+        return None, default_count if count is None else int(count)
+    declared = tuple(str(name) for name in names)
+    if not declared or len(set(declared)) != len(declared):
+        raise ValueError(f"{model}: {what} must be distinct names, at least one, got {list(declared)}")
+    if count is not None and int(count) != len(declared):
+        raise ValueError(f"{model}: num_{what} is {count} but {what} names {len(declared)}: {list(declared)}; "
+                         f"leave num_{what} out")
+    return declared, len(declared)

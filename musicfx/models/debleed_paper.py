@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from musicfx.audio.spectral import istft, magnitude, stft
 from musicfx.errors import AudioError
+from musicfx.models.blocks import declare_names
 
 __all__ = [
     "DFUNetPaper", "DICAEPaper", "FUNetPaper", "TUNetPaper", "VARIANTS", "debleed_model", "least_squares_mixing",
@@ -99,17 +100,23 @@ class TUNetPaper(nn.Module):
         kernel_size: convolution width along time (the authors use ``num_tracks``); default ``num_tracks``.
         pool: max-pooling factor along time.
         dense: widths of the hidden dense layers.
+        tracks: the track names, in input order, declared for the task and the data (``None``: none declared,
+            the task's ``tracks`` apply); ``num_tracks`` defaults to their count, else 4.
+        sample_rate: the rate the model is trained and run at, declared likewise (``None``: the task's).
     """
 
     def __init__(
         self,
-        num_tracks: int = 4,
+        num_tracks: Optional[int] = None,
         length: int = 220500,
         widths: Sequence[int] = (16, 32, 64, 128, 512),
         kernel_size: Optional[int] = None,
         pool: int = 9,
         dense: Sequence[int] = (512, 128, 64, 32),
+        tracks: Optional[Sequence[str]] = None,
+        sample_rate: Optional[int] = None,
     ) -> None:
+        names, num_tracks = declare_names(tracks, num_tracks, 4, "tracks", "TUNetPaper")
         super().__init__()
         if num_tracks < 2:
             raise ValueError(f"num_tracks must be >= 2 (bleed needs several tracks), got {num_tracks}")
@@ -117,6 +124,7 @@ class TUNetPaper(nn.Module):
         if kernel < 1 or pool < 1 or not widths:
             raise ValueError(f"need kernel_size >= 1, pool >= 1 and at least one level, got {kernel}, {pool}, {widths}")
         self.num_tracks = num_tracks
+        self.tracks, self.sample_rate = names, sample_rate
         self.length = int(length)
         channels = (1,) + tuple(int(w) for w in widths)
         size = self.length
@@ -211,23 +219,30 @@ class FUNetPaper(nn.Module):
         widths: filters of the four levels.
         bottleneck: filters of the bottleneck.
         dropout: dropout rate.
+        tracks: the track names, in input order, declared for the task and the data (``None``: none declared,
+            the task's ``tracks`` apply); ``num_tracks`` defaults to their count, else 4.
+        sample_rate: the rate the model is trained and run at, declared likewise (``None``: the task's).
     """
 
     def __init__(
         self,
-        num_tracks: int = 4,
+        num_tracks: Optional[int] = None,
         n_fft: int = 2047,
         hop_length: int = 511,
         widths: Sequence[int] = (16, 32, 64, 128),
         bottleneck: int = 256,
         dropout: float = 0.3,
+        tracks: Optional[Sequence[str]] = None,
+        sample_rate: Optional[int] = None,
     ) -> None:
+        names, num_tracks = declare_names(tracks, num_tracks, 4, "tracks", "FUNetPaper")
         super().__init__()
         if num_tracks < 1 or not widths:
             raise ValueError(f"need num_tracks >= 1 and at least one level, got {num_tracks} and {widths}")
         if hop_length < 1 or hop_length > n_fft:
             raise ValueError(f"hop_length must be in [1, n_fft={n_fft}], got {hop_length}")
         self.num_tracks = num_tracks
+        self.tracks, self.sample_rate = names, sample_rate
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.widths = tuple(int(w) for w in widths)
@@ -352,11 +367,14 @@ class DFUNetPaper(nn.Module):
         kernel_size: kernel of every convolution.
         dropout: dropout after each encoder level.
         negative_slope: slope of the LeakyReLUs.
+        tracks: the track names, in input order, declared for the task and the data (``None``: none declared,
+            the task's ``tracks`` apply); ``num_tracks`` defaults to their count, else 4.
+        sample_rate: the rate the model is trained and run at, declared likewise (``None``: the task's).
     """
 
     def __init__(
         self,
-        num_tracks: int = 4,
+        num_tracks: Optional[int] = None,
         widths: Sequence[int] = (16, 32, 64, 128),
         dilations: Sequence[int] = (1, 2, 4, 16),
         bottleneck: int = 256,
@@ -364,7 +382,10 @@ class DFUNetPaper(nn.Module):
         kernel_size: int = 4,
         dropout: float = 0.1,
         negative_slope: float = 0.3,
+        tracks: Optional[Sequence[str]] = None,
+        sample_rate: Optional[int] = None,
     ) -> None:
+        names, num_tracks = declare_names(tracks, num_tracks, 4, "tracks", "DFUNetPaper")
         super().__init__()
         widths, dilations, decoder_widths = tuple(widths), tuple(dilations), tuple(decoder_widths)
         if not widths or len(dilations) != len(widths) or len(decoder_widths) != len(widths):
@@ -372,6 +393,7 @@ class DFUNetPaper(nn.Module):
                 f"widths, dilations and decoder_widths need one entry per level, got {widths}, {dilations}, {decoder_widths}"
             )
         self.num_tracks = num_tracks
+        self.tracks, self.sample_rate = names, sample_rate
         self.levels = len(widths)
         self.act = nn.LeakyReLU(negative_slope)
         self.dropout = nn.Dropout(dropout)
@@ -484,24 +506,31 @@ class DICAEPaper(nn.Module):
         widths: filters of the two convolutions.
         bottleneck: units of the dense bottleneck.
         shared: one autoencoder for all tracks instead of one per stem (the paper: one per stem).
+        tracks: the track names, in input order, declared for the task and the data (``None``: none declared,
+            the task's ``tracks`` apply); ``num_tracks`` defaults to their count, else 4.
+        sample_rate: the rate the model is trained and run at, declared likewise (``None``: the task's).
     """
 
     def __init__(
         self,
-        num_tracks: int = 4,
+        num_tracks: Optional[int] = None,
         n_fft: int = 2048,
         hop_length: int = 512,
         group: int = 3,
         widths: Sequence[int] = (32, 64),
         bottleneck: int = 100,
         shared: bool = False,
+        tracks: Optional[Sequence[str]] = None,
+        sample_rate: Optional[int] = None,
     ) -> None:
+        names, num_tracks = declare_names(tracks, num_tracks, 4, "tracks", "DICAEPaper")
         super().__init__()
         if num_tracks < 1 or group < 1 or len(tuple(widths)) != 2:
             raise ValueError(f"need num_tracks >= 1, group >= 1 and two widths, got {num_tracks}, {group}, {widths}")
         if hop_length < 1 or hop_length > n_fft:
             raise ValueError(f"hop_length must be in [1, n_fft={n_fft}], got {hop_length}")
         self.num_tracks = num_tracks
+        self.tracks, self.sample_rate = names, sample_rate
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.group = group

@@ -42,13 +42,13 @@ Size: :class:`DFUNet`.
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from musicfx.models.blocks import check_tracks
+from musicfx.models.blocks import check_tracks, declare_names
 from musicfx.models.track_unet import TrackSetConv1d, TrackSetUNet
 
 __all__ = ["DFUNet", "TrackSetConv1d"]
@@ -69,11 +69,14 @@ class DFUNet(TrackSetUNet):
         dropout: dropout after each down-sampling.
         negative_slope: slope of the LeakyReLUs.
         eps: floor of the RMS used to normalise the input level.
+        tracks: the track names, in input order, declared for the task and the data (``None``: none declared,
+            the task's ``tracks`` apply); ``num_tracks`` defaults to their count, else 4.
+        sample_rate: the rate the model is trained and run at, declared likewise (``None``: the task's).
     """
 
     def __init__(
         self,
-        num_tracks: int = 4,
+        num_tracks: Optional[int] = None,
         widths: Sequence[int] = (16, 32, 64, 128),
         bottleneck_width: int = 256,
         dilations: Sequence[int] = (1, 2, 4, 16),
@@ -81,7 +84,10 @@ class DFUNet(TrackSetUNet):
         dropout: float = 0.1,
         negative_slope: float = 0.3,
         eps: float = 1e-5,
+        tracks: Optional[Sequence[str]] = None,
+        sample_rate: Optional[int] = None,
     ) -> None:
+        names, num_tracks = declare_names(tracks, num_tracks, 4, "tracks", "DFUNet")
         if num_tracks < 1:
             raise ValueError(f"num_tracks must be >= 1, got {num_tracks}")
         if len(widths) < 1 or len(dilations) != len(widths):
@@ -89,6 +95,7 @@ class DFUNet(TrackSetUNet):
         super().__init__(1, widths, bottleneck_width, kernel_size, dilations=dilations, dropout=dropout,
                          negative_slope=negative_slope)
         self.num_tracks = num_tracks
+        self.tracks, self.sample_rate = names, sample_rate
         self.eps = eps
         # Zero correction at initialisation: the untrained model passes the tracks through.
         nn.init.zeros_(self.out.weight)

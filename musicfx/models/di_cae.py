@@ -37,14 +37,14 @@ Size: the two dense layers hold almost all parameters, ``2 * 64 * (context * bin
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from musicfx.audio.spectral import ISTFT, STFT, magnitude
-from musicfx.models.blocks import check_tracks
+from musicfx.models.blocks import check_tracks, declare_names
 
 __all__ = ["DICAE", "FrameAutoencoder"]
 
@@ -105,11 +105,14 @@ class DICAE(nn.Module):
         bottleneck: units of the dense bottleneck.
         shared: one autoencoder for all tracks (``True``) or one per track, as in the paper (``False``).
         eps: floor of the RMS used to normalise each track's level.
+        tracks: the track names, in input order, declared for the task and the data (``None``: none declared,
+            the task's ``tracks`` apply); ``num_tracks`` defaults to their count, else 4.
+        sample_rate: the rate the model is trained and run at, declared likewise (``None``: the task's).
     """
 
     def __init__(
         self,
-        num_tracks: int = 4,
+        num_tracks: Optional[int] = None,
         n_fft: int = 2048,
         hop_length: int = 512,
         context: int = 3,
@@ -117,7 +120,10 @@ class DICAE(nn.Module):
         bottleneck: int = 100,
         shared: bool = True,
         eps: float = 1e-5,
+        tracks: Optional[Sequence[str]] = None,
+        sample_rate: Optional[int] = None,
     ) -> None:
+        names, num_tracks = declare_names(tracks, num_tracks, 4, "tracks", "DICAE")
         super().__init__()
         if num_tracks < 1:
             raise ValueError(f"num_tracks must be >= 1, got {num_tracks}")
@@ -126,6 +132,7 @@ class DICAE(nn.Module):
         if context < 1:
             raise ValueError(f"context must be >= 1, got {context}")
         self.num_tracks = num_tracks
+        self.tracks, self.sample_rate = names, sample_rate
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.context = context

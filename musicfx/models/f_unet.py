@@ -45,14 +45,14 @@ Size: :class:`FUNet`.
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from musicfx.audio.spectral import ISTFT, STFT, magnitude
-from musicfx.models.blocks import check_tracks
+from musicfx.models.blocks import check_tracks, declare_names
 from musicfx.models.track_unet import TrackSetConv2d, TrackSetUNet
 
 __all__ = ["FUNet", "TrackSetConv2d"]
@@ -73,11 +73,14 @@ class FUNet(TrackSetUNet):
         mask_limit: the mask lies in ``(0, mask_limit)``.
         negative_slope: slope of the LeakyReLUs.
         eps: floor of the RMS used to normalise the input level.
+        tracks: the track names, in input order, declared for the task and the data (``None``: none declared,
+            the task's ``tracks`` apply); ``num_tracks`` defaults to their count, else 4.
+        sample_rate: the rate the model is trained and run at, declared likewise (``None``: the task's).
     """
 
     def __init__(
         self,
-        num_tracks: int = 4,
+        num_tracks: Optional[int] = None,
         n_fft: int = 2048,
         hop_length: int = 512,
         widths: Sequence[int] = (16, 32, 64, 128),
@@ -86,7 +89,10 @@ class FUNet(TrackSetUNet):
         mask_limit: float = 2.0,
         negative_slope: float = 0.3,
         eps: float = 1e-5,
+        tracks: Optional[Sequence[str]] = None,
+        sample_rate: Optional[int] = None,
     ) -> None:
+        names, num_tracks = declare_names(tracks, num_tracks, 4, "tracks", "FUNet")
         if num_tracks < 1:
             raise ValueError(f"num_tracks must be >= 1, got {num_tracks}")
         if hop_length < 1 or hop_length > n_fft:
@@ -98,6 +104,7 @@ class FUNet(TrackSetUNet):
         super().__init__(2, widths, bottleneck_width, kernel_size=3, dropout=dropout, skip_dropout=True,
                          negative_slope=negative_slope)
         self.num_tracks = num_tracks
+        self.tracks, self.sample_rate = names, sample_rate
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.mask_limit = float(mask_limit)

@@ -44,11 +44,12 @@ off, because they carry the audio itself; the LSTM also runs in float32; the TCN
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from musicfx.models.blocks import declare_names
 
 __all__ = [
     "AdaptiveFrontEnd",
@@ -321,11 +322,14 @@ class FxNormAutomix(nn.Module):
         lstm_layers: BLSTM layers (3).
         lstm_dropout: dropout between BLSTM layers (0.1).
         se_expansion: squeeze-excitation expansion ratio (16).
+        stems: the stem names, in input order, declared for the task and the data (``None``: none declared,
+            the task's ``stems`` apply); ``num_stems`` defaults to their count, else 4.
+        sample_rate: the rate the model is trained and run at, declared likewise (``None``: the task's).
     """
 
     def __init__(
         self,
-        num_stems: int = 4,
+        num_stems: Optional[int] = None,
         features: int = 128,
         kernel_size: int = 64,
         pool_size: int = 64,
@@ -338,13 +342,17 @@ class FxNormAutomix(nn.Module):
         lstm_layers: int = 3,
         lstm_dropout: float = 0.1,
         se_expansion: int = 16,
+        stems: Optional[Sequence[str]] = None,
+        sample_rate: Optional[int] = None,
     ) -> None:
+        names, num_stems = declare_names(stems, num_stems, 4, "stems", "FxNormAutomix")
         super().__init__()
         if num_stems < 1 or pool_size < 1 or kernel_size < 1:
             raise ValueError(
                 f"need num_stems, pool_size, kernel_size >= 1, got {num_stems}, {pool_size}, {kernel_size}"
             )
         self.num_stems = num_stems
+        self.stems, self.sample_rate = names, sample_rate
         self.pool_size = pool_size
         self.front_end = AdaptiveFrontEnd(2 * num_stems, features, kernel_size)
         self.mixer = LatentMixer(features, bottleneck_features, hidden_features, skip_features, tcn_kernel_size,

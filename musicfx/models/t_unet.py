@@ -47,13 +47,13 @@ instantaneous demixing it has learned. Size: :class:`TUNet`.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from musicfx.models.blocks import check_tracks
+from musicfx.models.blocks import check_tracks, declare_names
 
 __all__ = ["TUNet", "ExchangeableMatrixLayer", "pair_statistics", "unmix"]
 
@@ -145,11 +145,14 @@ class TUNet(nn.Module):
         coupling: bound on the sum over a row of ``|L_ij|``, ``i != j``; each entry is bounded by
             ``coupling / (M - 1)``.
         eps: floor of the RMS used to normalise the input level.
+        tracks: the track names, in input order, declared for the task and the data (``None``: none declared,
+            the task's ``tracks`` apply); ``num_tracks`` defaults to their count, else 4.
+        sample_rate: the rate the model is trained and run at, declared likewise (``None``: the task's).
     """
 
     def __init__(
         self,
-        num_tracks: int = 4,
+        num_tracks: Optional[int] = None,
         widths: Sequence[int] = (16, 32, 64, 128, 256),
         kernel_size: int = 5,
         pool: int = 4,
@@ -158,7 +161,10 @@ class TUNet(nn.Module):
         log_gain_limit: float = 1.3862943611198906,  # log(4): diagonal gains within (1/4, 4)
         coupling: float = 3.0,
         eps: float = 1e-5,
+        tracks: Optional[Sequence[str]] = None,
+        sample_rate: Optional[int] = None,
     ) -> None:
+        names, num_tracks = declare_names(tracks, num_tracks, 4, "tracks", "TUNet")
         super().__init__()
         if num_tracks < 2:
             raise ValueError(f"num_tracks must be >= 2 (bleed needs several tracks), got {num_tracks}")
@@ -167,6 +173,7 @@ class TUNet(nn.Module):
         if len(widths) < 1 or pool < 1:
             raise ValueError(f"need at least one level and pool >= 1, got widths={widths}, pool={pool}")
         self.num_tracks = num_tracks
+        self.tracks, self.sample_rate = names, sample_rate
         self.widths = tuple(int(w) for w in widths)
         self.pool = pool
         self.log_gain_limit = float(log_gain_limit)

@@ -29,13 +29,14 @@ that carries the input stems straight into the mix.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from musicfx.models.fxnorm_automix import stems_to_stereo
+from musicfx.models.blocks import declare_names
 
 __all__ = ["WaveUNet"]
 
@@ -65,24 +66,31 @@ class WaveUNet(nn.Module):
         down_kernel_size: kernel of the downsampling and bottleneck convolutions (15).
         up_kernel_size: kernel of the upsampling convolutions (5).
         negative_slope: slope of the LeakyReLU.
+        stems: the stem names, in input order, declared for the task and the data (``None``: none declared,
+            the task's ``stems`` apply); ``num_stems`` defaults to their count, else 4.
+        sample_rate: the rate the model is trained and run at, declared likewise (``None``: the task's).
     """
 
     def __init__(
         self,
-        num_stems: int = 4,
+        num_stems: Optional[int] = None,
         levels: int = 5,
         features: int = 24,
         growth: str = "add",
         down_kernel_size: int = 15,
         up_kernel_size: int = 5,
         negative_slope: float = 0.2,
+        stems: Optional[Sequence[str]] = None,
+        sample_rate: Optional[int] = None,
     ) -> None:
+        names, num_stems = declare_names(stems, num_stems, 4, "stems", "WaveUNet")
         super().__init__()
         if growth not in ("add", "double"):
             raise ValueError(f"growth must be 'add' or 'double', got {growth!r}")
         if levels < 1 or features < 1 or num_stems < 1:
             raise ValueError(f"need levels, features, num_stems >= 1, got {levels}, {features}, {num_stems}")
         self.num_stems = num_stems
+        self.stems, self.sample_rate = names, sample_rate
         self.levels = levels
         widths = [features * (i + 1) if growth == "add" else features * 2**i for i in range(levels + 1)]
         self.widths = widths
