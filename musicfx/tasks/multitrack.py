@@ -63,16 +63,19 @@ class MultitrackData(ChunkData):
     def _follow_names(self, task: Any) -> bool:
         """Read the stems from the model's names (:attr:`model_names`) when left unset; check them when set."""
         names = getattr(task, self.model_names, None) if self.model_names is not None else None
-        if names is None or tuple(names) == self.stems:
+        if names is None:
             return False
+        names = tuple(names)
         if self._stems_given:
-            raise ConfigError(
-                f"the model's {self.model_names} are {list(names)} but data.init_args.stems is {list(self.stems)}; "
-                "set both to the same names in the same order, or leave data.init_args.stems out"
-            )
-        self.stems = tuple(names)
-        record_hparam(self, "stems", list(self.stems))
-        return True
+            if names != self.stems:
+                raise ConfigError(
+                    f"the model's {self.model_names} are {list(names)} but data.init_args.stems is "
+                    f"{list(self.stems)}; set both to the same names in the same order, or leave data.init_args.stems out"
+                )
+            return False
+        record_hparam(self, "stems", list(names))  # what the run read, beside the task's (the logger compares)
+        changed, self.stems = names != self.stems, names
+        return changed
 
     def source(self, split: str) -> Source:
         """The songs of ``split``."""
