@@ -96,6 +96,10 @@ def test_automix_task_reads_the_model() -> None:
         _quiet(AutomixTask, FxNormAutomix(stems=TRACKS, **TINY_FXNORM), stems=["vocals", "drums", "bass"])
     with pytest.raises(ConfigError, match=r"takes 4 stems \(num_stems\)"):
         _quiet(AutomixTask, FxNormAutomix(**TINY_FXNORM), stems=TRACKS)
+    from musicfx.losses.automix import AutomixLoss, StereoSTFTLoss
+
+    with pytest.raises(ConfigError, match="StereoSTFTLoss.* has sample_rate 44100 but the model works at 22050"):
+        _quiet(AutomixTask, FxNormAutomix(sample_rate=22050, **TINY_FXNORM), loss=AutomixLoss(StereoSTFTLoss()))
 
 
 # -------------------------------------------------------------------------------------------------- data

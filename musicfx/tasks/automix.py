@@ -78,6 +78,14 @@ class AutomixTask(Task):
 
             loss = AutomixLoss(stereo=StereoSTFTLoss(sample_rate=declared(model, "sample_rate", sample_rate, 44100)))
         super().__init__(model, loss, optimizer, scheduler, sample_rate, channels)
+        for part in loss.modules():
+            # The STFT loss places its A-weighting by the rate: a loss at another rate weights the wrong bins.
+            rate = getattr(part, "sample_rate", None)
+            if isinstance(rate, int) and rate != self.sample_rate:
+                raise ConfigError(
+                    f"the loss ({type(part).__name__}, in model.init_args.loss) has sample_rate {rate} but the model "
+                    f"works at {self.sample_rate}; set the loss's sample_rate to {self.sample_rate}"
+                )
         self.stems: Tuple[str, ...] = tuple(declared(model, "stems", stems, MUSDB_STEMS, count="num_stems"))
         record_hparam(self, "stems", list(self.stems))
         self.mode = mode
