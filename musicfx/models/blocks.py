@@ -7,7 +7,7 @@ attention on ``(batch, channels, time)`` and a spectrogram model on ``(batch, ch
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from musicfx.errors import AudioError
 
 __all__ = [
-    "eca_kernel_size", "ECA", "ResidualECABlock2d", "SupervisedAttention2d", "check_mix", "check_tracks", "declare_names",
+    "eca_kernel_size", "ECA", "MaskingSeparator", "ResidualECABlock2d", "SupervisedAttention2d", "check_mix",
+    "check_tracks", "declare_names",
 ]
 
 
@@ -209,3 +210,85 @@ def declare_names(
         raise ValueError(f"{model}: num_{what} is {count} but {what} names {len(declared)}: {list(declared)}; "
                          f"leave num_{what} out")
     return declared, len(declared)
+
+
+class MaskingSeparator:
+    """What the spectrogram-masking separators share (CNN soft mask, Open-Unmix, band-split and mel-band
+    RoFormer): what they declare (``sources``, ``channels``, ``sample_rate``, read by the task), the input check,
+    the STFT front end and the forward pass ``mix -> STFT -> network -> resynthesis -> inverse STFT``.
+
+    A mixin, first in the bases of an ``nn.Module`` (``class CNNSoftMask(MaskingSeparator, nn.Module)``) that
+    calls :meth:`declare_format`, builds ``self.stft`` / ``self.istft``
+    (:class:`~musicfx.audio.spectral.STFT`, :class:`~musicfx.audio.spectral.ISTFT`) and implements
+    :meth:`_estimate` (and :meth:`_resynthesize` when it does not simply apply masks).
+    """
+
+    sources: Tuple[str, ...]
+    channels: int
+    sample_rate: int
+    stft: nn.Module
+    istft: nn.Module
+
+    def declare_format(self, sources: Sequence[str], channels: int, sample_rate: int) -> None:
+        """Set what the model declares.
+
+        Raises:
+            ValueError: no source, or fewer than one channel.
+        """
+        self.sources = tuple(sources)
+        if not self.sources:
+            raise ValueError(f"{type(self).__name__} needs at least one source")
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        self.channels = channels
+        self.sample_rate = sample_rate
+
+    def spectrogram(self, x: Tensor) -> Tensor:
+        """The model's STFT.
+
+        Args:
+            x: waveform ``(..., time)``.
+
+        Returns:
+            complex64 ``(..., n_fft // 2 + 1, 1 + time // hop_length)``.
+        """
+        return self.stft(x)
+
+    def mix_spectrogram(self, mix: Tensor) -> Tensor:
+        """The checked mix's STFT.
+
+        Args:
+            mix: ``(batch, channels, time)``.
+
+        Returns:
+            complex64 ``(batch, channels, n_fft // 2 + 1, frames)``.
+
+        Raises:
+            AudioError: a mix of the wrong shape or an empty one, naming the model.
+        """
+        check_mix(mix, self.channels, type(self).__name__)
+        return self.spectrogram(mix)
+
+    def _estimate(self, spec: Tensor) -> Any:
+        """The network on a mixture STFT ``(batch, channels, freq, frames)``, under the caller's autocast;
+        by default masks ``(batch, sources, channels, freq, frames)``."""
+        raise NotImplementedError
+
+    def _resynthesize(self, estimate: Any, spec: Tensor) -> Tensor:
+        """The sources' STFTs ``(batch, sources, channels, freq, frames)`` from :meth:`_estimate`'s output, in
+        full precision; by default the masks times the mixture STFT."""
+        return estimate * spec.unsqueeze(1)
+
+    def forward(self, mix: Tensor) -> Tensor:
+        """Separate the mix into all stems.
+
+        Args:
+            mix: ``(batch, channels, time)`` at ``sample_rate``.
+
+        Returns:
+            ``(batch, sources, channels, time)`` float32.
+        """
+        spec = self.mix_spectrogram(mix)
+        estimate = self._estimate(spec)
+        with torch.autocast(device_type=mix.device.type, enabled=False):
+            return self.istft(self._resynthesize(estimate, spec), mix.shape[-1])
