@@ -7,7 +7,7 @@ attention on ``(batch, channels, time)`` and a spectrogram model on ``(batch, ch
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -15,8 +15,8 @@ from torch import Tensor, nn
 from musicfx.errors import AudioError
 
 __all__ = [
-    "eca_kernel_size", "ECA", "MaskingSeparator", "ResidualECABlock2d", "SupervisedAttention2d", "check_mix",
-    "check_tracks", "declare_names",
+    "eca_kernel_size", "ECA", "MaskingSeparator", "ResidualECABlock2d", "SupervisedAttention2d", "TrackDebleeder",
+    "check_mix", "check_tracks", "declare_names",
 ]
 
 
@@ -292,3 +292,33 @@ class MaskingSeparator:
         estimate = self._estimate(spec)
         with torch.autocast(device_type=mix.device.type, enabled=False):
             return self.istft(self._resynthesize(estimate, spec), mix.shape[-1])
+
+
+class TrackDebleeder:
+    """What the debleed models share (t-UNet, f-UNet, df-UNet, DI-CAE and the authors' variants): the tracks
+    and sample rate they declare (resolved by :func:`declare_names`, read by the task), the input check, and a
+    forward pass that is :meth:`forward_train`'s estimate.
+
+    A mixin, first in the bases of an ``nn.Module`` that sets ``tracks``, ``num_tracks`` and ``sample_rate``
+    and implements :meth:`forward_train` (or overrides :meth:`forward`).
+    """
+
+    tracks: Optional[Tuple[str, ...]]
+    num_tracks: int
+    sample_rate: Optional[int]
+
+    def _check(self, mics: Tensor) -> None:
+        check_tracks(mics, self.num_tracks, type(self).__name__)
+
+    def forward_train(self, mics: Tensor) -> Dict[str, Tensor]:
+        """The estimate and what a task may add a loss on: ``{"estimate": (batch, num_tracks, time), ...}``."""
+        raise NotImplementedError
+
+    def forward(self, mics: Tensor) -> Tensor:
+        """Args:
+            mics: microphone tracks ``(batch, num_tracks, time)``, any length.
+
+        Returns:
+            The estimated clean tracks ``(batch, num_tracks, time)``, float32.
+        """
+        return self.forward_train(mics)["estimate"]

@@ -39,21 +39,11 @@ from torch import Tensor, nn
 
 from musicfx.audio.spectral import istft, magnitude, stft
 from musicfx.errors import AudioError
-from musicfx.models.blocks import declare_names
+from musicfx.models.blocks import TrackDebleeder, declare_names
 
 __all__ = [
     "DFUNetPaper", "DICAEPaper", "FUNetPaper", "TUNetPaper", "VARIANTS", "debleed_model", "least_squares_mixing",
 ]
-
-
-def _check_tracks(mics: Tensor, tracks: int, name: str) -> None:
-    if mics.dim() != 3 or mics.shape[1] != tracks:
-        raise AudioError(
-            f"{name} expects microphone tracks shaped (batch, {tracks}, time), got {tuple(mics.shape)}; "
-            "build the model with num_tracks equal to the number of tracks"
-        )
-    if mics.shape[-1] < 1:
-        raise AudioError(f"{name} got empty audio (0 samples)")
 
 
 def least_squares_mixing(mics: Tensor, sources: Tensor) -> Tensor:
@@ -74,7 +64,7 @@ def least_squares_mixing(mics: Tensor, sources: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------------- t-UNet
-class TUNetPaper(nn.Module):
+class TUNetPaper(TrackDebleeder, nn.Module):
     """The authors' t-UNet: a truncated U-Net that regresses the mixing matrix ``A``; sources ``A^-1 x``.
 
     As in IRMR ``tUNet/train.py``: the ``(tracks, time)`` waveform image (no normalisation) goes through five
@@ -95,14 +85,12 @@ class TUNetPaper(nn.Module):
 
     Args:
         num_tracks: tracks ``M``.
+        tracks, sample_rate: what the model declares to the task and the data (``None``: nothing).
         length: samples per clip (the fixed input size of the dense layers).
         widths: filters of the five convolutions.
         kernel_size: convolution width along time (the authors use ``num_tracks``); default ``num_tracks``.
         pool: max-pooling factor along time.
         dense: widths of the hidden dense layers.
-        tracks: the track names, in input order, declared for the task and the data (``None``: none declared,
-            the task's ``tracks`` apply); ``num_tracks`` defaults to their count, else 4.
-        sample_rate: the rate the model is trained and run at, declared likewise (``None``: the task's).
     """
 
     def __init__(
@@ -145,7 +133,7 @@ class TUNetPaper(nn.Module):
         Returns:
             ``A`` ``(batch, num_tracks, num_tracks)``, entries ``>= 0``.
         """
-        _check_tracks(mics, self.num_tracks, "TUNetPaper")
+        self._check(mics)
         if mics.shape[-1] > self.length:
             raise AudioError(
                 f"TUNetPaper takes at most {self.length} samples per call (its dense layers have a fixed size), got "
@@ -191,7 +179,7 @@ class _PaperDoubleConv2d(nn.Sequential):
         )
 
 
-class FUNetPaper(nn.Module):
+class FUNetPaper(TrackDebleeder, nn.Module):
     """The authors' spectrogram U-Net (the "f-UNet" row of their results), each track on its own.
 
     As in Audio-Bleeding-Removal ``UNet/MusDBUNet.py``: a ``(tracks, bins, frames)`` STFT volume, librosa's
@@ -215,13 +203,11 @@ class FUNetPaper(nn.Module):
 
     Args:
         num_tracks: tracks ``M``.
+        tracks, sample_rate: what the model declares to the task and the data (``None``: nothing).
         n_fft, hop_length: STFT size and hop (samples).
         widths: filters of the four levels.
         bottleneck: filters of the bottleneck.
         dropout: dropout rate.
-        tracks: the track names, in input order, declared for the task and the data (``None``: none declared,
-            the task's ``tracks`` apply); ``num_tracks`` defaults to their count, else 4.
-        sample_rate: the rate the model is trained and run at, declared likewise (``None``: the task's).
     """
 
     def __init__(
@@ -272,7 +258,7 @@ class FUNetPaper(nn.Module):
 
     def forward_train(self, mics: Tensor) -> Dict[str, Tensor]:
         """Returns ``{"estimate": (B, M, T), "native": magnitudes (B, M, bins, frames)}``."""
-        _check_tracks(mics, self.num_tracks, "FUNetPaper")
+        self._check(mics)
         batch, tracks, length = mics.shape
         with torch.autocast(device_type=mics.device.type, enabled=False):
             spec = self._spectra(mics)
@@ -293,15 +279,6 @@ class FUNetPaper(nn.Module):
             phase = torch.polar(torch.ones_like(mag), torch.angle(spec))
             estimate = istft(mag.clamp_min(0.0) * phase, self.n_fft, self.hop_length, length)
         return {"estimate": estimate, "native": mag}
-
-    def forward(self, mics: Tensor) -> Tensor:
-        """Args:
-            mics: ``(batch, num_tracks, time)``, any length.
-
-        Returns:
-            The estimated clean tracks ``(batch, num_tracks, time)``, float32.
-        """
-        return self.forward_train(mics)["estimate"]
 
 
 # ---------------------------------------------------------------------------------------------- df-UNet
@@ -339,7 +316,7 @@ class _SameConvTranspose2d(nn.Module):
         return self.conv(x)[..., top:top + height, left:left + width]
 
 
-class DFUNetPaper(nn.Module):
+class DFUNetPaper(TrackDebleeder, nn.Module):
     """The authors' df-UNet: a waveform U-Net with dilated 4x4 filters over the ``(tracks, time)`` image.
 
     As in Audio-Bleeding-Removal ``ChebGCN/iwaveunnet_ge.py`` / GIRNet ``GAT.py`` without the graph layer: the
@@ -360,6 +337,7 @@ class DFUNetPaper(nn.Module):
 
     Args:
         num_tracks: tracks ``M`` (rows of the image; the weights do not depend on it).
+        tracks, sample_rate: what the model declares to the task and the data (``None``: nothing).
         widths: filters of the four encoder levels.
         dilations: dilation of each encoder level.
         bottleneck: filters of the bottleneck.
@@ -367,9 +345,6 @@ class DFUNetPaper(nn.Module):
         kernel_size: kernel of every convolution.
         dropout: dropout after each encoder level.
         negative_slope: slope of the LeakyReLUs.
-        tracks: the track names, in input order, declared for the task and the data (``None``: none declared,
-            the task's ``tracks`` apply); ``num_tracks`` defaults to their count, else 4.
-        sample_rate: the rate the model is trained and run at, declared likewise (``None``: the task's).
     """
 
     def __init__(
@@ -436,7 +411,7 @@ class DFUNetPaper(nn.Module):
         Returns:
             The estimated clean tracks ``(batch, num_tracks, time)``.
         """
-        _check_tracks(mics, self.num_tracks, "DFUNetPaper")
+        self._check(mics)
         length = mics.shape[-1]
         h = F.pad(mics, (0, (-length) % self.multiple)).unsqueeze(1)  # (B, 1, M, T)
         skips: List[Tensor] = []
@@ -480,7 +455,7 @@ class _PaperFrameAutoencoder(nn.Module):
         return self.decoder(self.expand(code).view(-1, self.second, *self.inner))
 
 
-class DICAEPaper(nn.Module):
+class DICAEPaper(TrackDebleeder, nn.Module):
     """The authors' DI-CAE: a convolutional autoencoder per stem on "dynamic input" windows of magnitudes.
 
     As in IRMR ``CAE/`` and Audio-Bleeding-Removal ``DI_Bleed/DI_BleedArchs_Separate/``: each track's STFT
@@ -501,14 +476,12 @@ class DICAEPaper(nn.Module):
 
     Args:
         num_tracks: tracks ``M``.
+        tracks, sample_rate: what the model declares to the task and the data (``None``: nothing).
         n_fft, hop_length: STFT size and hop (samples).
         group: frames per group (3 in ``DI_Bleed``, 1 in IRMR).
         widths: filters of the two convolutions.
         bottleneck: units of the dense bottleneck.
         shared: one autoencoder for all tracks instead of one per stem (the paper: one per stem).
-        tracks: the track names, in input order, declared for the task and the data (``None``: none declared,
-            the task's ``tracks`` apply); ``num_tracks`` defaults to their count, else 4.
-        sample_rate: the rate the model is trained and run at, declared likewise (``None``: the task's).
     """
 
     def __init__(
@@ -570,7 +543,7 @@ class DICAEPaper(nn.Module):
 
     def forward_train(self, mics: Tensor) -> Dict[str, Tensor]:
         """Returns ``{"estimate": (B, M, T), "native": windows (B, M, W, 3 * bins, group)}``."""
-        _check_tracks(mics, self.num_tracks, "DICAEPaper")
+        self._check(mics)
         batch, tracks, length = mics.shape
         with torch.autocast(device_type=mics.device.type, enabled=False):
             spec = stft(mics.float(), self.n_fft, self.hop_length)
@@ -590,15 +563,6 @@ class DICAEPaper(nn.Module):
             phase = torch.polar(torch.ones_like(mag), torch.angle(spec))
             estimate = istft(mag * phase, self.n_fft, self.hop_length, length)
         return {"estimate": estimate, "native": out}
-
-    def forward(self, mics: Tensor) -> Tensor:
-        """Args:
-            mics: ``(batch, num_tracks, time)``, any length.
-
-        Returns:
-            The estimated clean tracks ``(batch, num_tracks, time)``, float32.
-        """
-        return self.forward_train(mics)["estimate"]
 
 
 # ------------------------------------------------------------------------------------------------ factory

@@ -48,19 +48,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from musicfx.models.blocks import check_tracks, declare_names
+from musicfx.models.blocks import TrackDebleeder, declare_names
 from musicfx.models.track_unet import TrackSetConv1d, TrackSetUNet
 
 __all__ = ["DFUNet", "TrackSetConv1d"]
 
 
-class DFUNet(TrackSetUNet):
+class DFUNet(TrackDebleeder, TrackSetUNet):
     """Waveform U-Net with dilated filters over all microphone tracks (see the module docstring).
 
     Default configuration: 2,052,833 parameters (any number of tracks: no weight depends on it).
 
     Args:
         num_tracks: microphone tracks ``M`` in and estimated clean tracks out.
+        tracks, sample_rate: what the model declares to the task and the data (``None``: nothing).
         widths: channels of the encoder levels, shallowest first; each level halves the time resolution.
         bottleneck_width: channels of the bottleneck.
         dilations: dilation of the two convolutions of each encoder level (and of the matching decoder
@@ -69,9 +70,6 @@ class DFUNet(TrackSetUNet):
         dropout: dropout after each down-sampling.
         negative_slope: slope of the LeakyReLUs.
         eps: floor of the RMS used to normalise the input level.
-        tracks: the track names, in input order, declared for the task and the data (``None``: none declared,
-            the task's ``tracks`` apply); ``num_tracks`` defaults to their count, else 4.
-        sample_rate: the rate the model is trained and run at, declared likewise (``None``: the task's).
     """
 
     def __init__(
@@ -100,9 +98,6 @@ class DFUNet(TrackSetUNet):
         # Zero correction at initialisation: the untrained model passes the tracks through.
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-
-    def _check(self, mics: Tensor) -> None:
-        check_tracks(mics, self.num_tracks, "DFUNet")
 
     def forward_train(self, mics: Tensor) -> Dict[str, Tensor]:
         """The same as :meth:`forward`, as a dictionary like the other debleed models.

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from musicfx.audio.spectral import ISTFT, STFT, magnitude
-from musicfx.models.blocks import check_tracks, declare_names
+from musicfx.models.blocks import TrackDebleeder, declare_names
 
 __all__ = ["DICAE", "FrameAutoencoder"]
 
@@ -90,7 +90,7 @@ class FrameAutoencoder(nn.Module):
         return F.softplus(self.decoder(hidden))
 
 
-class DICAE(nn.Module):
+class DICAE(TrackDebleeder, nn.Module):
     """Dynamic-input convolutional autoencoder, each track cleaned on its own (see the module docstring).
 
     Default configuration (``n_fft`` 2048, 3 frames of context): 39,539,877 parameters with ``shared=True``,
@@ -98,6 +98,7 @@ class DICAE(nn.Module):
 
     Args:
         num_tracks: microphone tracks ``M`` in and estimated clean tracks out.
+        tracks, sample_rate: what the model declares to the task and the data (``None``: nothing).
         n_fft: STFT size (samples).
         hop_length: STFT hop (samples).
         context: consecutive frames per window.
@@ -105,9 +106,6 @@ class DICAE(nn.Module):
         bottleneck: units of the dense bottleneck.
         shared: one autoencoder for all tracks (``True``) or one per track, as in the paper (``False``).
         eps: floor of the RMS used to normalise each track's level.
-        tracks: the track names, in input order, declared for the task and the data (``None``: none declared,
-            the task's ``tracks`` apply); ``num_tracks`` defaults to their count, else 4.
-        sample_rate: the rate the model is trained and run at, declared likewise (``None``: the task's).
     """
 
     def __init__(
@@ -147,9 +145,6 @@ class DICAE(nn.Module):
         )
         self.stft = STFT(n_fft, hop_length)
         self.istft = ISTFT(n_fft, hop_length)
-
-    def _check(self, mics: Tensor) -> None:
-        check_tracks(mics, self.num_tracks, "DICAE")
 
     def _windows(self, mag: Tensor) -> Tensor:
         """``(rows, bins, frames)`` -> ``(rows, frames + context - 1, context * bins)``, silent frames padded."""
@@ -211,12 +206,3 @@ class DICAE(nn.Module):
             phase = torch.polar(torch.ones_like(mag), torch.angle(spec))
             estimate = self.istft(clean_mag * phase, length)
         return {"estimate": estimate, "magnitude": clean_mag}
-
-    def forward(self, mics: Tensor) -> Tensor:
-        """Args:
-            mics: microphone tracks ``(batch, num_tracks, time)``, any length.
-
-        Returns:
-            The estimated clean tracks ``(batch, num_tracks, time)``, float32.
-        """
-        return self.forward_train(mics)["estimate"]

@@ -52,19 +52,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from musicfx.audio.spectral import ISTFT, STFT, magnitude
-from musicfx.models.blocks import check_tracks, declare_names
+from musicfx.models.blocks import TrackDebleeder, declare_names
 from musicfx.models.track_unet import TrackSetConv2d, TrackSetUNet
 
 __all__ = ["FUNet", "TrackSetConv2d"]
 
 
-class FUNet(TrackSetUNet):
+class FUNet(TrackDebleeder, TrackSetUNet):
     """Spectrogram U-Net over all microphone tracks, one bounded mask per track (see the module docstring).
 
     Default configuration: 3,708,769 parameters (any number of tracks: no weight depends on it).
 
     Args:
         num_tracks: microphone tracks ``M`` in and estimated clean tracks out.
+        tracks, sample_rate: what the model declares to the task and the data (``None``: nothing).
         n_fft: STFT size (samples; choose it with the sample rate, 2048 is 46 ms at 44.1 kHz).
         hop_length: STFT hop (samples).
         widths: channels of the U-Net levels, shallowest first; each level halves frequency and frames.
@@ -73,9 +74,6 @@ class FUNet(TrackSetUNet):
         mask_limit: the mask lies in ``(0, mask_limit)``.
         negative_slope: slope of the LeakyReLUs.
         eps: floor of the RMS used to normalise the input level.
-        tracks: the track names, in input order, declared for the task and the data (``None``: none declared,
-            the task's ``tracks`` apply); ``num_tracks`` defaults to their count, else 4.
-        sample_rate: the rate the model is trained and run at, declared likewise (``None``: the task's).
     """
 
     def __init__(
@@ -115,9 +113,6 @@ class FUNet(TrackSetUNet):
         nn.init.zeros_(self.out.weight)
         nn.init.constant_(self.out.bias, -math.log(self.mask_limit - 1.0))
 
-    def _check(self, mics: Tensor) -> None:
-        check_tracks(mics, self.num_tracks, "FUNet")
-
     def forward_train(self, mics: Tensor) -> Dict[str, Tensor]:
         """Estimate the clean tracks and return the masks too.
 
@@ -146,12 +141,3 @@ class FUNet(TrackSetUNet):
             mask = self.mask_limit * torch.sigmoid(logits)
             estimate = self.istft(spec * mask, length) * scale
         return {"estimate": estimate, "mask": mask}
-
-    def forward(self, mics: Tensor) -> Tensor:
-        """Args:
-            mics: microphone tracks ``(batch, num_tracks, time)``, any length.
-
-        Returns:
-            The estimated clean tracks ``(batch, num_tracks, time)``, float32.
-        """
-        return self.forward_train(mics)["estimate"]

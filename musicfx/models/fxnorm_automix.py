@@ -310,6 +310,7 @@ class FxNormAutomix(nn.Module):
 
     Args:
         num_stems: input stems ``S``.
+        stems, sample_rate: what the model declares to the task and the data (``None``: nothing).
         features: front-end filters / latent channels (``N``, 128).
         kernel_size: front-end filter length (``L``, 64; the smoothing conv is twice as long).
         pool_size: max-pooling factor between the sample rate and the latent sequence (64).
@@ -322,9 +323,6 @@ class FxNormAutomix(nn.Module):
         lstm_layers: BLSTM layers (3).
         lstm_dropout: dropout between BLSTM layers (0.1).
         se_expansion: squeeze-excitation expansion ratio (16).
-        stems: the stem names, in input order, declared for the task and the data (``None``: none declared,
-            the task's ``stems`` apply); ``num_stems`` defaults to their count, else 4.
-        sample_rate: the rate the model is trained and run at, declared likewise (``None``: the task's).
     """
 
     def __init__(

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from musicfx.models.blocks import check_tracks, declare_names
+from musicfx.models.blocks import TrackDebleeder, declare_names
 
 __all__ = ["TUNet", "ExchangeableMatrixLayer", "pair_statistics", "unmix"]
 
@@ -129,13 +129,14 @@ class ExchangeableMatrixLayer(nn.Module):
         return self.mix(torch.cat([x, x.transpose(-1, -2), rows, cols, total], dim=1))
 
 
-class TUNet(nn.Module):
+class TUNet(TrackDebleeder, nn.Module):
     """Truncated U-Net regressing the mixing matrix ``A`` of ``mics = A @ sources``; returns ``A^-1 mics``.
 
     Default configuration: 556,609 parameters (any number of tracks: no weight depends on it).
 
     Args:
         num_tracks: microphone tracks ``M`` in and estimated sources out.
+        tracks, sample_rate: what the model declares to the task and the data (``None``: nothing).
         widths: feature channels of the encoder levels, shallowest first.
         kernel_size: odd kernel of the encoder convolutions, along time.
         pool: max-pooling factor between levels (skipped at levels shorter than it).
@@ -145,9 +146,6 @@ class TUNet(nn.Module):
         coupling: bound on the sum over a row of ``|L_ij|``, ``i != j``; each entry is bounded by
             ``coupling / (M - 1)``.
         eps: floor of the RMS used to normalise the input level.
-        tracks: the track names, in input order, declared for the task and the data (``None``: none declared,
-            the task's ``tracks`` apply); ``num_tracks`` defaults to their count, else 4.
-        sample_rate: the rate the model is trained and run at, declared likewise (``None``: the task's).
     """
 
     def __init__(
@@ -194,9 +192,6 @@ class TUNet(nn.Module):
         # A = expm(0) = I at initialisation: the untrained model is the identity.
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-
-    def _check(self, mics: Tensor) -> None:
-        check_tracks(mics, self.num_tracks, "TUNet")
 
     def _features(self, mics: Tensor) -> Tensor:
         """Pair statistics of every encoder level plus a diagonal indicator, ``(batch, C, tracks, tracks)``."""
@@ -252,12 +247,3 @@ class TUNet(nn.Module):
         """
         matrix = self.mixing_matrix(mics)
         return {"estimate": unmix(mics, matrix), "mixing_matrix": matrix}
-
-    def forward(self, mics: Tensor) -> Tensor:
-        """Args:
-            mics: microphone tracks ``(batch, num_tracks, time)``, any length.
-
-        Returns:
-            The estimated clean tracks ``(batch, num_tracks, time)``, float32.
-        """
-        return self.forward_train(mics)["estimate"]

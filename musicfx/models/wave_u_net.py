@@ -60,15 +60,13 @@ class WaveUNet(nn.Module):
 
     Args:
         num_stems: input stems ``S``.
+        stems, sample_rate: what the model declares to the task and the data (``None``: nothing).
         levels: downsampling levels ``L`` (5 for the FxNorm-automix baseline).
         features: features added per level (``F_c``, 24).
         growth: ``"add"`` (``F_i = i * features``, the paper) or ``"double"`` (``features * 2**(i-1)``).
         down_kernel_size: kernel of the downsampling and bottleneck convolutions (15).
         up_kernel_size: kernel of the upsampling convolutions (5).
         negative_slope: slope of the LeakyReLU.
-        stems: the stem names, in input order, declared for the task and the data (``None``: none declared,
-            the task's ``stems`` apply); ``num_stems`` defaults to their count, else 4.
-        sample_rate: the rate the model is trained and run at, declared likewise (``None``: the task's).
     """
 
     def __init__(
