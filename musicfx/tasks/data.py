@@ -130,7 +130,8 @@ class ChunkData(pl.LightningDataModule):
 
     def _follow_model(self) -> None:
         """Take the sample rate and channels the data left unset from the model; check the ones it set."""
-        task = self.trainer.lightning_module if getattr(self, "trainer", None) is not None else None
+        # A stand-in trainer (benchmarks set one to switch augmentation on) has no module: nothing to follow.
+        task = getattr(getattr(self, "trainer", None), "lightning_module", None)
         changed = self._follow_names(task)
         for name in self.model_format:
             theirs = getattr(task, name, None)
