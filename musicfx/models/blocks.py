@@ -299,13 +299,28 @@ class TrackDebleeder:
     and sample rate they declare (resolved by :func:`declare_names`, read by the task), the input check, and a
     forward pass that is :meth:`forward_train`'s estimate.
 
-    A mixin, first in the bases of an ``nn.Module`` that sets ``tracks``, ``num_tracks`` and ``sample_rate``
-    and implements :meth:`forward_train` (or overrides :meth:`forward`).
+    A mixin, first in the bases of an ``nn.Module`` that calls :meth:`declare_tracks` and implements
+    :meth:`forward_train` (or overrides :meth:`forward`).
     """
 
     tracks: Optional[Tuple[str, ...]]
     num_tracks: int
     sample_rate: Optional[int]
+
+    def declare_tracks(
+        self, tracks: Optional[Sequence[str]], num_tracks: Optional[int], sample_rate: Optional[int], minimum: int = 1
+    ) -> int:
+        """Set the tracks, their count (default ``len(tracks)``, else 4) and the sample rate the model declares
+        (see :func:`declare_names`); returns the count.
+
+        Raises:
+            ValueError: names that disagree with ``num_tracks``, or fewer than ``minimum`` tracks.
+        """
+        self.tracks, self.num_tracks = declare_names(tracks, num_tracks, 4, "tracks", type(self).__name__)
+        if self.num_tracks < minimum:
+            raise ValueError(f"{type(self).__name__} needs num_tracks >= {minimum}, got {self.num_tracks}")
+        self.sample_rate = sample_rate
+        return self.num_tracks
 
     def _check(self, mics: Tensor) -> None:
         check_tracks(mics, self.num_tracks, type(self).__name__)

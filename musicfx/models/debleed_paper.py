@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from musicfx.audio.spectral import istft, magnitude, stft
 from musicfx.errors import AudioError
-from musicfx.models.blocks import TrackDebleeder, declare_names
+from musicfx.models.blocks import TrackDebleeder
 
 __all__ = [
     "DFUNetPaper", "DICAEPaper", "FUNetPaper", "TUNetPaper", "VARIANTS", "debleed_model", "least_squares_mixing",
@@ -104,15 +104,11 @@ class TUNetPaper(TrackDebleeder, nn.Module):
         tracks: Optional[Sequence[str]] = None,
         sample_rate: Optional[int] = None,
     ) -> None:
-        names, num_tracks = declare_names(tracks, num_tracks, 4, "tracks", "TUNetPaper")
         super().__init__()
-        if num_tracks < 2:
-            raise ValueError(f"num_tracks must be >= 2 (bleed needs several tracks), got {num_tracks}")
+        num_tracks = self.declare_tracks(tracks, num_tracks, sample_rate, minimum=2)  # bleed needs several tracks
         kernel = num_tracks if kernel_size is None else int(kernel_size)
         if kernel < 1 or pool < 1 or not widths:
             raise ValueError(f"need kernel_size >= 1, pool >= 1 and at least one level, got {kernel}, {pool}, {widths}")
-        self.num_tracks = num_tracks
-        self.tracks, self.sample_rate = names, sample_rate
         self.length = int(length)
         channels = (1,) + tuple(int(w) for w in widths)
         size = self.length
@@ -221,14 +217,12 @@ class FUNetPaper(TrackDebleeder, nn.Module):
         tracks: Optional[Sequence[str]] = None,
         sample_rate: Optional[int] = None,
     ) -> None:
-        names, num_tracks = declare_names(tracks, num_tracks, 4, "tracks", "FUNetPaper")
         super().__init__()
-        if num_tracks < 1 or not widths:
-            raise ValueError(f"need num_tracks >= 1 and at least one level, got {num_tracks} and {widths}")
+        self.declare_tracks(tracks, num_tracks, sample_rate)
+        if not widths:
+            raise ValueError("FUNetPaper needs at least one level")
         if hop_length < 1 or hop_length > n_fft:
             raise ValueError(f"hop_length must be in [1, n_fft={n_fft}], got {hop_length}")
-        self.num_tracks = num_tracks
-        self.tracks, self.sample_rate = names, sample_rate
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.widths = tuple(int(w) for w in widths)
@@ -360,15 +354,13 @@ class DFUNetPaper(TrackDebleeder, nn.Module):
         tracks: Optional[Sequence[str]] = None,
         sample_rate: Optional[int] = None,
     ) -> None:
-        names, num_tracks = declare_names(tracks, num_tracks, 4, "tracks", "DFUNetPaper")
         super().__init__()
+        self.declare_tracks(tracks, num_tracks, sample_rate)
         widths, dilations, decoder_widths = tuple(widths), tuple(dilations), tuple(decoder_widths)
         if not widths or len(dilations) != len(widths) or len(decoder_widths) != len(widths):
             raise ValueError(
                 f"widths, dilations and decoder_widths need one entry per level, got {widths}, {dilations}, {decoder_widths}"
             )
-        self.num_tracks = num_tracks
-        self.tracks, self.sample_rate = names, sample_rate
         self.levels = len(widths)
         self.act = nn.LeakyReLU(negative_slope)
         self.dropout = nn.Dropout(dropout)
@@ -496,14 +488,12 @@ class DICAEPaper(TrackDebleeder, nn.Module):
         tracks: Optional[Sequence[str]] = None,
         sample_rate: Optional[int] = None,
     ) -> None:
-        names, num_tracks = declare_names(tracks, num_tracks, 4, "tracks", "DICAEPaper")
         super().__init__()
-        if num_tracks < 1 or group < 1 or len(tuple(widths)) != 2:
-            raise ValueError(f"need num_tracks >= 1, group >= 1 and two widths, got {num_tracks}, {group}, {widths}")
+        num_tracks = self.declare_tracks(tracks, num_tracks, sample_rate)
+        if group < 1 or len(tuple(widths)) != 2:
+            raise ValueError(f"need group >= 1 and two widths, got {group}, {widths}")
         if hop_length < 1 or hop_length > n_fft:
             raise ValueError(f"hop_length must be in [1, n_fft={n_fft}], got {hop_length}")
-        self.num_tracks = num_tracks
-        self.tracks, self.sample_rate = names, sample_rate
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.group = group

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from musicfx.models.blocks import TrackDebleeder, declare_names
+from musicfx.models.blocks import TrackDebleeder
 from musicfx.models.track_unet import TrackSetConv1d, TrackSetUNet
 
 __all__ = ["DFUNet", "TrackSetConv1d"]
@@ -85,15 +85,11 @@ class DFUNet(TrackDebleeder, TrackSetUNet):
         tracks: Optional[Sequence[str]] = None,
         sample_rate: Optional[int] = None,
     ) -> None:
-        names, num_tracks = declare_names(tracks, num_tracks, 4, "tracks", "DFUNet")
-        if num_tracks < 1:
-            raise ValueError(f"num_tracks must be >= 1, got {num_tracks}")
         if len(widths) < 1 or len(dilations) != len(widths):
             raise ValueError(f"need one dilation per level, got widths={widths}, dilations={dilations}")
         super().__init__(1, widths, bottleneck_width, kernel_size, dilations=dilations, dropout=dropout,
                          negative_slope=negative_slope)
-        self.num_tracks = num_tracks
-        self.tracks, self.sample_rate = names, sample_rate
+        self.declare_tracks(tracks, num_tracks, sample_rate)
         self.eps = eps
         # Zero correction at initialisation: the untrained model passes the tracks through.
         nn.init.zeros_(self.out.weight)

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from musicfx.audio.spectral import ISTFT, STFT, magnitude
-from musicfx.models.blocks import TrackDebleeder, declare_names
+from musicfx.models.blocks import TrackDebleeder
 
 __all__ = ["DICAE", "FrameAutoencoder"]
 
@@ -121,16 +121,12 @@ class DICAE(TrackDebleeder, nn.Module):
         tracks: Optional[Sequence[str]] = None,
         sample_rate: Optional[int] = None,
     ) -> None:
-        names, num_tracks = declare_names(tracks, num_tracks, 4, "tracks", "DICAE")
         super().__init__()
-        if num_tracks < 1:
-            raise ValueError(f"num_tracks must be >= 1, got {num_tracks}")
+        num_tracks = self.declare_tracks(tracks, num_tracks, sample_rate)
         if hop_length < 1 or hop_length > n_fft:
             raise ValueError(f"hop_length must be in [1, n_fft={n_fft}], got {hop_length}")
         if context < 1:
             raise ValueError(f"context must be >= 1, got {context}")
-        self.num_tracks = num_tracks
-        self.tracks, self.sample_rate = names, sample_rate
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.context = context

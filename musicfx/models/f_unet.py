@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from musicfx.audio.spectral import ISTFT, STFT, magnitude
-from musicfx.models.blocks import TrackDebleeder, declare_names
+from musicfx.models.blocks import TrackDebleeder
 from musicfx.models.track_unet import TrackSetConv2d, TrackSetUNet
 
 __all__ = ["FUNet", "TrackSetConv2d"]
@@ -90,9 +90,6 @@ class FUNet(TrackDebleeder, TrackSetUNet):
         tracks: Optional[Sequence[str]] = None,
         sample_rate: Optional[int] = None,
     ) -> None:
-        names, num_tracks = declare_names(tracks, num_tracks, 4, "tracks", "FUNet")
-        if num_tracks < 1:
-            raise ValueError(f"num_tracks must be >= 1, got {num_tracks}")
         if hop_length < 1 or hop_length > n_fft:
             raise ValueError(f"hop_length must be in [1, n_fft={n_fft}], got {hop_length}")
         if len(widths) < 1:
@@ -101,8 +98,7 @@ class FUNet(TrackDebleeder, TrackSetUNet):
             raise ValueError(f"mask_limit must exceed 1 (the identity mask), got {mask_limit}")
         super().__init__(2, widths, bottleneck_width, kernel_size=3, dropout=dropout, skip_dropout=True,
                          negative_slope=negative_slope)
-        self.num_tracks = num_tracks
-        self.tracks, self.sample_rate = names, sample_rate
+        self.declare_tracks(tracks, num_tracks, sample_rate)
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.mask_limit = float(mask_limit)

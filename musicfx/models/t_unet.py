@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from musicfx.models.blocks import TrackDebleeder, declare_names
+from musicfx.models.blocks import TrackDebleeder
 
 __all__ = ["TUNet", "ExchangeableMatrixLayer", "pair_statistics", "unmix"]
 
@@ -162,16 +162,12 @@ class TUNet(TrackDebleeder, nn.Module):
         tracks: Optional[Sequence[str]] = None,
         sample_rate: Optional[int] = None,
     ) -> None:
-        names, num_tracks = declare_names(tracks, num_tracks, 4, "tracks", "TUNet")
         super().__init__()
-        if num_tracks < 2:
-            raise ValueError(f"num_tracks must be >= 2 (bleed needs several tracks), got {num_tracks}")
+        self.declare_tracks(tracks, num_tracks, sample_rate, minimum=2)  # bleed needs several tracks
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
         if len(widths) < 1 or pool < 1:
             raise ValueError(f"need at least one level and pool >= 1, got widths={widths}, pool={pool}")
-        self.num_tracks = num_tracks
-        self.tracks, self.sample_rate = names, sample_rate
         self.widths = tuple(int(w) for w in widths)
         self.pool = pool
         self.log_gain_limit = float(log_gain_limit)
