@@ -63,10 +63,14 @@ def test_mixers_declare_stems(build) -> None:
     assert build().stems is None and build().num_stems == 4
 
 
-def test_declared_names_are_distinct() -> None:
-    with pytest.raises(ValueError, match="distinct"):
-        declare_names(["bass", "bass"], None, 4, "tracks", "TUNet")
-    assert declare_names(None, 2, 4, "tracks", "TUNet") == (None, 2)
+def test_declared_names_are_distinct_and_enough() -> None:
+    with pytest.raises(ValueError, match="TUNet: tracks must be distinct names"):
+        TUNet(tracks=["bass", "bass"])
+    with pytest.raises(ValueError, match="TUNet needs num_tracks >= 2, got 1"):
+        TUNet(num_tracks=1)  # a mixing matrix needs two tracks
+    model = torch.nn.Module()
+    assert declare_names(model, "stems", None, 2, None) == 2
+    assert model.stems is None and model.num_stems == 2 and model.sample_rate is None
 
 
 # ------------------------------------------------------------------------------------------------- tasks

@@ -179,37 +179,41 @@ def check_tracks(mics: Tensor, num_tracks: int, model: str) -> None:
 
 
 def declare_names(
-    names: Optional[Sequence[str]], count: Optional[int], default_count: int, what: str, model: str
-) -> Tuple[Optional[Tuple[str, ...]], int]:
-    """The names a multitrack model declares (a debleed model's ``tracks``, a mixer's ``stems``) and their count.
+    model: nn.Module, what: str, names: Optional[Sequence[str]], count: Optional[int], sample_rate: Optional[int],
+    minimum: int = 1,
+) -> int:
+    """Set the names a multitrack model declares (``model.<what>``: a debleed model's ``tracks``, a mixer's
+    ``stems``), how many it takes (``model.num_<what>``) and its ``sample_rate``; returns the count.
 
     A model declares what it needs, as a separator declares its ``sources``: the task and the datamodule read
     the names from the model (``musicfx.tasks.base.declared``). ``names=None`` declares none, so the task's own
-    names apply (what checkpoints saved before models declared names hold).
+    names apply (what checkpoints saved before models declared names hold); ``sample_rate=None`` likewise.
 
     Args:
+        model: the model, after ``nn.Module.__init__``.
+        what: ``"tracks"`` or ``"stems"``.
         names: the names, in the model's input order, or ``None``.
-        count: how many the model takes (its ``num_tracks`` / ``num_stems``); default ``len(names)``, or
-            ``default_count`` when ``names`` is ``None``.
-        default_count: the count when neither is given.
-        what: what the names are (``"tracks"``, ``"stems"``), for the error message.
-        model: the model's class name, for the error message.
-
-    Returns:
-        ``(names as a tuple or None, count)``.
+        count: how many the model takes; default ``len(names)``, else 4.
+        sample_rate: the rate the model works at, or ``None``.
+        minimum: the fewest it can take (t-UNet's matrix needs two tracks).
 
     Raises:
-        ValueError: empty or repeated names, or a ``count`` that is not ``len(names)``.
+        ValueError: empty or repeated names, a ``count`` that is not ``len(names)``, or fewer than ``minimum``.
     """
-    if names is None:
-        return None, default_count if count is None else int(count)
-    declared = tuple(str(name) for name in names)
-    if not declared or len(set(declared)) != len(declared):
-        raise ValueError(f"{model}: {what} must be distinct names, at least one, got {list(declared)}")
-    if count is not None and int(count) != len(declared):
-        raise ValueError(f"{model}: num_{what} is {count} but {what} names {len(declared)}: {list(declared)}; "
+    label = type(model).__name__
+    declared = None if names is None else tuple(str(name) for name in names)
+    if declared is not None and (not declared or len(set(declared)) != len(declared)):
+        raise ValueError(f"{label}: {what} must be distinct names, at least one, got {list(declared)}")
+    if declared is not None and count is not None and int(count) != len(declared):
+        raise ValueError(f"{label}: num_{what} is {count} but {what} names {len(declared)}: {list(declared)}; "
                          f"leave num_{what} out")
-    return declared, len(declared)
+    number = int(count) if count is not None else len(declared) if declared is not None else 4
+    if number < minimum:
+        raise ValueError(f"{label} needs num_{what} >= {minimum}, got {number}")
+    setattr(model, what, declared)
+    setattr(model, f"num_{what}", number)
+    model.sample_rate = sample_rate
+    return number
 
 
 class MaskingSeparator:
@@ -299,28 +303,13 @@ class TrackDebleeder:
     and sample rate they declare (resolved by :func:`declare_names`, read by the task), the input check, and a
     forward pass that is :meth:`forward_train`'s estimate.
 
-    A mixin, first in the bases of an ``nn.Module`` that calls :meth:`declare_tracks` and implements
-    :meth:`forward_train` (or overrides :meth:`forward`).
+    A mixin, first in the bases of an ``nn.Module`` that calls ``declare_names(self, "tracks", ...)`` and
+    implements :meth:`forward_train` (or overrides :meth:`forward`).
     """
 
     tracks: Optional[Tuple[str, ...]]
     num_tracks: int
     sample_rate: Optional[int]
-
-    def declare_tracks(
-        self, tracks: Optional[Sequence[str]], num_tracks: Optional[int], sample_rate: Optional[int], minimum: int = 1
-    ) -> int:
-        """Set the tracks, their count (default ``len(tracks)``, else 4) and the sample rate the model declares
-        (see :func:`declare_names`); returns the count.
-
-        Raises:
-            ValueError: names that disagree with ``num_tracks``, or fewer than ``minimum`` tracks.
-        """
-        self.tracks, self.num_tracks = declare_names(tracks, num_tracks, 4, "tracks", type(self).__name__)
-        if self.num_tracks < minimum:
-            raise ValueError(f"{type(self).__name__} needs num_tracks >= {minimum}, got {self.num_tracks}")
-        self.sample_rate = sample_rate
-        return self.num_tracks
 
     def _check(self, mics: Tensor) -> None:
         check_tracks(mics, self.num_tracks, type(self).__name__)

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from musicfx.audio.spectral import istft, magnitude, stft
 from musicfx.errors import AudioError
-from musicfx.models.blocks import TrackDebleeder
+from musicfx.models.blocks import TrackDebleeder, declare_names
 
 __all__ = [
     "DFUNetPaper", "DICAEPaper", "FUNetPaper", "TUNetPaper", "VARIANTS", "debleed_model", "least_squares_mixing",
@@ -105,7 +105,7 @@ class TUNetPaper(TrackDebleeder, nn.Module):
         sample_rate: Optional[int] = None,
     ) -> None:
         super().__init__()
-        num_tracks = self.declare_tracks(tracks, num_tracks, sample_rate, minimum=2)  # bleed needs several tracks
+        num_tracks = declare_names(self, "tracks", tracks, num_tracks, sample_rate, minimum=2)  # bleed needs several tracks
         kernel = num_tracks if kernel_size is None else int(kernel_size)
         if kernel < 1 or pool < 1 or not widths:
             raise ValueError(f"need kernel_size >= 1, pool >= 1 and at least one level, got {kernel}, {pool}, {widths}")
@@ -218,7 +218,7 @@ class FUNetPaper(TrackDebleeder, nn.Module):
         sample_rate: Optional[int] = None,
     ) -> None:
         super().__init__()
-        self.declare_tracks(tracks, num_tracks, sample_rate)
+        declare_names(self, "tracks", tracks, num_tracks, sample_rate)
         if not widths:
             raise ValueError("FUNetPaper needs at least one level")
         if hop_length < 1 or hop_length > n_fft:
@@ -355,7 +355,7 @@ class DFUNetPaper(TrackDebleeder, nn.Module):
         sample_rate: Optional[int] = None,
     ) -> None:
         super().__init__()
-        self.declare_tracks(tracks, num_tracks, sample_rate)
+        declare_names(self, "tracks", tracks, num_tracks, sample_rate)
         widths, dilations, decoder_widths = tuple(widths), tuple(dilations), tuple(decoder_widths)
         if not widths or len(dilations) != len(widths) or len(decoder_widths) != len(widths):
             raise ValueError(
@@ -489,7 +489,7 @@ class DICAEPaper(TrackDebleeder, nn.Module):
         sample_rate: Optional[int] = None,
     ) -> None:
         super().__init__()
-        num_tracks = self.declare_tracks(tracks, num_tracks, sample_rate)
+        num_tracks = declare_names(self, "tracks", tracks, num_tracks, sample_rate)
         if group < 1 or len(tuple(widths)) != 2:
             raise ValueError(f"need group >= 1 and two widths, got {group}, {widths}")
         if hop_length < 1 or hop_length > n_fft:

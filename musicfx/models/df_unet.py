@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from musicfx.models.blocks import TrackDebleeder
+from musicfx.models.blocks import TrackDebleeder, declare_names
 from musicfx.models.track_unet import TrackSetConv1d, TrackSetUNet
 
 __all__ = ["DFUNet", "TrackSetConv1d"]
@@ -89,7 +89,7 @@ class DFUNet(TrackDebleeder, TrackSetUNet):
             raise ValueError(f"need one dilation per level, got widths={widths}, dilations={dilations}")
         super().__init__(1, widths, bottleneck_width, kernel_size, dilations=dilations, dropout=dropout,
                          negative_slope=negative_slope)
-        self.declare_tracks(tracks, num_tracks, sample_rate)
+        declare_names(self, "tracks", tracks, num_tracks, sample_rate)
         self.eps = eps
         # Zero correction at initialisation: the untrained model passes the tracks through.
         nn.init.zeros_(self.out.weight)

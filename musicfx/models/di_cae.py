@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from musicfx.audio.spectral import ISTFT, STFT, magnitude
-from musicfx.models.blocks import TrackDebleeder
+from musicfx.models.blocks import TrackDebleeder, declare_names
 
 __all__ = ["DICAE", "FrameAutoencoder"]
 
@@ -122,7 +122,7 @@ class DICAE(TrackDebleeder, nn.Module):
         sample_rate: Optional[int] = None,
     ) -> None:
         super().__init__()
-        num_tracks = self.declare_tracks(tracks, num_tracks, sample_rate)
+        num_tracks = declare_names(self, "tracks", tracks, num_tracks, sample_rate)
         if hop_length < 1 or hop_length > n_fft:
             raise ValueError(f"hop_length must be in [1, n_fft={n_fft}], got {hop_length}")
         if context < 1:

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from musicfx.audio.spectral import ISTFT, STFT, magnitude
-from musicfx.models.blocks import TrackDebleeder
+from musicfx.models.blocks import TrackDebleeder, declare_names
 from musicfx.models.track_unet import TrackSetConv2d, TrackSetUNet
 
 __all__ = ["FUNet", "TrackSetConv2d"]
@@ -98,7 +98,7 @@ class FUNet(TrackDebleeder, TrackSetUNet):
             raise ValueError(f"mask_limit must exceed 1 (the identity mask), got {mask_limit}")
         super().__init__(2, widths, bottleneck_width, kernel_size=3, dropout=dropout, skip_dropout=True,
                          negative_slope=negative_slope)
-        self.declare_tracks(tracks, num_tracks, sample_rate)
+        declare_names(self, "tracks", tracks, num_tracks, sample_rate)
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.mask_limit = float(mask_limit)

@@ -343,14 +343,10 @@ class FxNormAutomix(nn.Module):
         stems: Optional[Sequence[str]] = None,
         sample_rate: Optional[int] = None,
     ) -> None:
-        names, num_stems = declare_names(stems, num_stems, 4, "stems", "FxNormAutomix")
         super().__init__()
-        if num_stems < 1 or pool_size < 1 or kernel_size < 1:
-            raise ValueError(
-                f"need num_stems, pool_size, kernel_size >= 1, got {num_stems}, {pool_size}, {kernel_size}"
-            )
-        self.num_stems = num_stems
-        self.stems, self.sample_rate = names, sample_rate
+        num_stems = declare_names(self, "stems", stems, num_stems, sample_rate)
+        if pool_size < 1 or kernel_size < 1:
+            raise ValueError(f"need pool_size, kernel_size >= 1, got {pool_size}, {kernel_size}")
         self.pool_size = pool_size
         self.front_end = AdaptiveFrontEnd(2 * num_stems, features, kernel_size)
         self.mixer = LatentMixer(features, bottleneck_features, hidden_features, skip_features, tcn_kernel_size,

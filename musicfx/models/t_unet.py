@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from musicfx.models.blocks import TrackDebleeder
+from musicfx.models.blocks import TrackDebleeder, declare_names
 
 __all__ = ["TUNet", "ExchangeableMatrixLayer", "pair_statistics", "unmix"]
 
@@ -163,7 +163,7 @@ class TUNet(TrackDebleeder, nn.Module):
         sample_rate: Optional[int] = None,
     ) -> None:
         super().__init__()
-        self.declare_tracks(tracks, num_tracks, sample_rate, minimum=2)  # bleed needs several tracks
+        declare_names(self, "tracks", tracks, num_tracks, sample_rate, minimum=2)  # bleed needs several tracks
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
         if len(widths) < 1 or pool < 1:

@@ -81,14 +81,12 @@ class WaveUNet(nn.Module):
         stems: Optional[Sequence[str]] = None,
         sample_rate: Optional[int] = None,
     ) -> None:
-        names, num_stems = declare_names(stems, num_stems, 4, "stems", "WaveUNet")
         super().__init__()
+        num_stems = declare_names(self, "stems", stems, num_stems, sample_rate)
         if growth not in ("add", "double"):
             raise ValueError(f"growth must be 'add' or 'double', got {growth!r}")
-        if levels < 1 or features < 1 or num_stems < 1:
-            raise ValueError(f"need levels, features, num_stems >= 1, got {levels}, {features}, {num_stems}")
-        self.num_stems = num_stems
-        self.stems, self.sample_rate = names, sample_rate
+        if levels < 1 or features < 1:
+            raise ValueError(f"need levels, features >= 1, got {levels}, {features}")
         self.levels = levels
         widths = [features * (i + 1) if growth == "add" else features * 2**i for i in range(levels + 1)]
         self.widths = widths
