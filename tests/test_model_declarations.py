@@ -187,3 +187,14 @@ def test_a_pickled_mixer_from_before_declarations_loads(tmp_path: Path) -> None:
     loaded = _quiet(musicfx.load, path, trust=True)
     assert loaded.stems == tuple(TRACKS) and loaded.sample_rate == 16000 and not hasattr(loaded.model, "stems")
     torch.testing.assert_close(loaded.state_dict(), task.state_dict())
+
+
+def test_a_checkpoint_of_a_declaring_network_loads(tmp_path: Path) -> None:
+    network = {"class_path": "musicfx.models.wave_u_net.WaveUNet",
+               "init_args": {"stems": TRACKS, "sample_rate": 16000, "levels": 2, "features": 4}}
+    task = _quiet(Task.from_config, {"class_path": "musicfx.tasks.automix.AutomixTask",
+                                     "init_args": {"model": network, "loss": {"class_path": "musicfx.losses.WaveformLoss"}}})
+    stored = torch.load(_save(task, tmp_path / "after.ckpt"), weights_only=False)["hyper_parameters"]
+    assert stored["model"] == network  # the names live on the network only
+    loaded = musicfx.load(tmp_path / "after.ckpt")
+    assert loaded.stems == tuple(TRACKS) and loaded.model.stems == tuple(TRACKS) and loaded.sample_rate == 16000
