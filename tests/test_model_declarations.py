@@ -54,6 +54,9 @@ def test_debleed_models_declare_tracks_and_rate(build) -> None:
     assert bare.tracks is None and bare.sample_rate is None and bare.num_tracks == 4  # declares nothing
     with pytest.raises(ValueError, match="num_tracks is 4 but tracks names 3"):
         build(tracks=TRACKS, num_tracks=4)
+    # The shared forward (models.blocks.TrackDebleeder) adds no forward_train: the task looks it up to choose
+    # between the model's training outputs and its plain output.
+    assert hasattr(bare, "forward_train") == ("forward_train" in vars(build))
 
 
 @pytest.mark.parametrize("build", [FxNormAutomix, WaveUNet, MixingConsole])

@@ -7,7 +7,7 @@ attention on ``(batch, channels, time)`` and a spectrogram model on ``(batch, ch
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -304,7 +304,8 @@ class TrackDebleeder:
     forward pass that is :meth:`forward_train`'s estimate.
 
     A mixin, first in the bases of an ``nn.Module`` that calls ``declare_names(self, "tracks", ...)`` and
-    implements :meth:`forward_train` (or overrides :meth:`forward`).
+    implements ``forward_train(mics) -> {"estimate": ..., ...}`` or overrides :meth:`forward`. (No stub of
+    ``forward_train`` here: the task looks the method up to decide whether the model has one.)
     """
 
     tracks: Optional[Tuple[str, ...]]
@@ -314,10 +315,6 @@ class TrackDebleeder:
     def _check(self, mics: Tensor) -> None:
         check_tracks(mics, self.num_tracks, type(self).__name__)
 
-    def forward_train(self, mics: Tensor) -> Dict[str, Tensor]:
-        """The estimate and what a task may add a loss on: ``{"estimate": (batch, num_tracks, time), ...}``."""
-        raise NotImplementedError
-
     def forward(self, mics: Tensor) -> Tensor:
         """Args:
             mics: microphone tracks ``(batch, num_tracks, time)``, any length.
@@ -325,4 +322,4 @@ class TrackDebleeder:
         Returns:
             The estimated clean tracks ``(batch, num_tracks, time)``, float32.
         """
-        return self.forward_train(mics)["estimate"]
+        return self.forward_train(mics)["estimate"]  # type: ignore[attr-defined]
