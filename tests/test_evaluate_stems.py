@@ -126,3 +126,24 @@ def test_bad_stem_mp4_references_are_one_error_line(problem: str, stem_song: Pat
     expected = {"truncated": "truncated", "no_index": "Invalid data", "garbage": "Invalid data",
                 "no_ffmpeg": "needs ffmpeg"}[problem]
     assert expected in line, line
+
+
+def test_engine_streams_a_stem_mp4_mixture(stem_song: Path, tmp_path: Path, monkeypatch) -> None:
+    # `musicfx separate song.stem.mp4` and `evaluate --musdb --ckpt` read stream 0 (the mixture) in blocks:
+    # the stems equal those of the same mixture as a wav, and are as long as it decodes.
+    from musicfx.inference import separate_file
+
+    def two_way(batch: torch.Tensor) -> torch.Tensor:  # (batch, C, T) -> (batch, 2, C, T)
+        return torch.stack([0.25 * batch, -batch], dim=1)
+
+    mixture = read_stems(stem_song, streams=[0])[0][0]
+    sf.write(tmp_path / "mixture.wav", mixture.T.numpy(), RATE, subtype="FLOAT")
+    options = dict(segment=1.0, block_seconds=2.0, progress=False)
+    wav_out = separate_file(two_way, tmp_path / "mixture.wav", [tmp_path / "w0.wav", tmp_path / "w1.wav"], RATE, 2,
+                            **options)
+    monkeypatch.setattr(audio_io, "read_stems", lambda *a, **k: pytest.fail("decoded whole"))
+    stem_out = separate_file(two_way, stem_song, [tmp_path / "s0.wav", tmp_path / "s1.wav"], RATE, 2, **options)
+    for ours, theirs in zip(stem_out, wav_out):
+        ours_audio, theirs_audio = sf.read(ours, dtype="float32")[0], sf.read(theirs, dtype="float32")[0]
+        assert ours_audio.shape == theirs_audio.shape == (mixture.shape[-1], 2)
+        np.testing.assert_array_equal(ours_audio, theirs_audio)
