@@ -147,3 +147,19 @@ def test_engine_streams_a_stem_mp4_mixture(stem_song: Path, tmp_path: Path, monk
         ours_audio, theirs_audio = sf.read(ours, dtype="float32")[0], sf.read(theirs, dtype="float32")[0]
         assert ours_audio.shape == theirs_audio.shape == (mixture.shape[-1], 2)
         np.testing.assert_array_equal(ours_audio, theirs_audio)
+
+
+def test_memory_benchmark_builds_a_musdb_style_song(shared_data: Path, tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_evaluate_memory as bench
+
+    root = bench.write_stem_song(tmp_path, 0.05, shared_data, block_seconds=1)
+    stems, rate, names = read_stems(root / "references" / "song.stem.mp4")
+    assert rate == RATE and names == ("mixture",) + TARGETS and stems.shape[-1] >= 3 * RATE
+    report = evaluate_folders(root / "references", root / "estimates", progress=False)
+    for target in TARGETS:  # each estimate is its reference plus 5 % of the others and a little noise
+        estimate = sf.read(root / "estimates" / "song" / f"{target}.wav", dtype="float32")[0]
+        assert estimate.shape == (stems.shape[-1], 2)
+        assert 0.0 < report.tracks["song"][target]["uSDR"] < 40.0, (target, report.tracks["song"][target])
