@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, Optional, Sequence, Tuple, Union
 
 import julius
 import numpy as np
@@ -259,7 +260,7 @@ def stem_streams(path: PathLike) -> int:
     return int(_probe_stems(path).nb_audio_streams)
 
 
-def _probe_stems(path: Path):
+def _probe_stems(path: Path) -> Any:
     """ffprobe's description of a stem file (a ``stempeg.Info``)."""
     _require_ffmpeg(path)
     stempeg = _require_stempeg()
@@ -306,10 +307,8 @@ def read_stem_blocks(
     return _decode_stems(path, _probe_stems(path), block_frames, streams)
 
 
-def _decode_stems(path: Path, info, block_frames: int, streams: Optional[Sequence[int]]) -> Iterator[torch.Tensor]:
+def _decode_stems(path: Path, info: Any, block_frames: int, streams: Optional[Sequence[int]]) -> Iterator[torch.Tensor]:
     """:func:`read_stem_blocks` once the file is probed (``info``: a ``stempeg.Info``)."""
-    import subprocess
-
     if block_frames < 1:
         raise ValueError(f"block_frames must be positive, got {block_frames}")
     count = int(info.nb_audio_streams)
@@ -367,7 +366,7 @@ def _decode_stems(path: Path, info, block_frames: int, streams: Optional[Sequenc
         )
 
 
-def _stop(process) -> None:
+def _stop(process: subprocess.Popen) -> None:
     """End an ffmpeg decoder that is no longer read (a consumer that stopped early) and reap it."""
     if process.poll() is None:
         process.kill()
