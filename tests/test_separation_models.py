@@ -561,6 +561,24 @@ def test_models_reject_the_wrong_channel_count():
             model(mono)
 
 
+NO_DROPOUT = dict(attn_dropout=0.0, ff_dropout=0.0)
+
+
+@pytest.mark.parametrize("make,options", [(tiny_cnn, dict(dropout=0.0)), (tiny_umx, dict(dropout=0.0)),
+                                          (tiny_roformer, NO_DROPOUT), (tiny_mel_roformer, NO_DROPOUT)])
+def test_masking_separators_apply_their_masks_to_the_mixture_stft(make, options, batch):
+    """The shared forward pass (models.blocks.MaskingSeparator): in training mode every masking separator's
+    output is exactly the inverse STFT of its masks times the mixture STFT."""
+    torch.manual_seed(0)
+    model = make(2, **options).train()  # no dropout: both passes see the same network
+    mix = batch["mix"][:1, :, :3001]
+    with torch.no_grad():
+        spec = model.spectrogram(mix)
+        masks = model.forward_complex_masks(mix) if hasattr(model, "forward_complex_masks") else model.forward_masks(mix)
+        expected = model.istft(masks * spec.unsqueeze(1), mix.shape[-1])
+        torch.testing.assert_close(model(mix), expected, rtol=0.0, atol=0.0)
+
+
 def test_models_run_under_bf16_autocast(batch):
     torch.manual_seed(0)
     mix = batch["mix"][:1, :, :2048]

@@ -7,14 +7,17 @@ attention on ``(batch, channels, time)`` and a spectrogram model on ``(batch, ch
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from musicfx.errors import AudioError
 
-__all__ = ["eca_kernel_size", "ECA", "ResidualECABlock2d", "SupervisedAttention2d", "check_mix", "check_tracks"]
+__all__ = [
+    "eca_kernel_size", "ECA", "MaskingSeparator", "ResidualECABlock2d", "SupervisedAttention2d", "TrackDebleeder",
+    "check_mix", "check_tracks", "declare_names",
+]
 
 
 def eca_kernel_size(channels: int, gamma: float = 2.0, b: float = 1.0) -> int:
@@ -173,3 +176,150 @@ def check_tracks(mics: Tensor, num_tracks: int, model: str) -> None:
     """
     _check_input(mics, num_tracks, model, "microphone tracks",
                  "build the model with num_tracks equal to the number of tracks")
+
+
+def declare_names(
+    model: nn.Module, what: str, names: Optional[Sequence[str]], count: Optional[int], sample_rate: Optional[int],
+    minimum: int = 1,
+) -> int:
+    """Set the names a multitrack model declares (``model.<what>``: a debleed model's ``tracks``, a mixer's
+    ``stems``), how many it takes (``model.num_<what>``) and its ``sample_rate``; returns the count.
+
+    A model declares what it needs, as a separator declares its ``sources``: the task and the datamodule read
+    the names from the model (``musicfx.tasks.base.declared``). ``names=None`` declares none, so the task's own
+    names apply (what checkpoints saved before models declared names hold); ``sample_rate=None`` likewise.
+
+    Args:
+        model: the model, after ``nn.Module.__init__``.
+        what: ``"tracks"`` or ``"stems"``.
+        names: the names, in the model's input order, or ``None``.
+        count: how many the model takes; default ``len(names)``, else 4.
+        sample_rate: the rate the model works at, or ``None``.
+        minimum: the fewest it can take (t-UNet's matrix needs two tracks).
+
+    Raises:
+        ValueError: empty or repeated names, a ``count`` that is not ``len(names)``, or fewer than ``minimum``.
+    """
+    label = type(model).__name__
+    declared = None if names is None else tuple(str(name) for name in names)
+    if declared is not None and (not declared or len(set(declared)) != len(declared)):
+        raise ValueError(f"{label}: {what} must be distinct names, at least one, got {list(declared)}")
+    if declared is not None and count is not None and int(count) != len(declared):
+        raise ValueError(f"{label}: num_{what} is {count} but {what} names {len(declared)}: {list(declared)}; "
+                         f"leave num_{what} out")
+    number = int(count) if count is not None else len(declared) if declared is not None else 4
+    if number < minimum:
+        raise ValueError(f"{label} needs num_{what} >= {minimum}, got {number}")
+    setattr(model, what, declared)
+    setattr(model, f"num_{what}", number)
+    model.sample_rate = sample_rate
+    return number
+
+
+class MaskingSeparator:
+    """What the spectrogram-masking separators share (CNN soft mask, Open-Unmix, band-split and mel-band
+    RoFormer): what they declare (``sources``, ``channels``, ``sample_rate``, read by the task), the input check,
+    the STFT front end and the forward pass ``mix -> STFT -> network -> resynthesis -> inverse STFT``.
+
+    A mixin, first in the bases of an ``nn.Module`` (``class CNNSoftMask(MaskingSeparator, nn.Module)``) that
+    calls :meth:`declare_format`, builds ``self.stft`` / ``self.istft``
+    (:class:`~musicfx.audio.spectral.STFT`, :class:`~musicfx.audio.spectral.ISTFT`) and implements
+    :meth:`_estimate` (and :meth:`_resynthesize` when it does not simply apply masks).
+    """
+
+    sources: Tuple[str, ...]
+    channels: int
+    sample_rate: int
+    stft: nn.Module
+    istft: nn.Module
+
+    def declare_format(self, sources: Sequence[str], channels: int, sample_rate: int) -> None:
+        """Set what the model declares.
+
+        Raises:
+            ValueError: no source, or fewer than one channel.
+        """
+        self.sources = tuple(sources)
+        if not self.sources:
+            raise ValueError(f"{type(self).__name__} needs at least one source")
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        self.channels = channels
+        self.sample_rate = sample_rate
+
+    def spectrogram(self, x: Tensor) -> Tensor:
+        """The model's STFT.
+
+        Args:
+            x: waveform ``(..., time)``.
+
+        Returns:
+            complex64 ``(..., n_fft // 2 + 1, 1 + time // hop_length)``.
+        """
+        return self.stft(x)
+
+    def mix_spectrogram(self, mix: Tensor) -> Tensor:
+        """The checked mix's STFT.
+
+        Args:
+            mix: ``(batch, channels, time)``.
+
+        Returns:
+            complex64 ``(batch, channels, n_fft // 2 + 1, frames)``.
+
+        Raises:
+            AudioError: a mix of the wrong shape or an empty one, naming the model.
+        """
+        check_mix(mix, self.channels, type(self).__name__)
+        return self.spectrogram(mix)
+
+    def _estimate(self, spec: Tensor) -> Any:
+        """The network on a mixture STFT ``(batch, channels, freq, frames)``, under the caller's autocast;
+        by default masks ``(batch, sources, channels, freq, frames)``."""
+        raise NotImplementedError
+
+    def _resynthesize(self, estimate: Any, spec: Tensor) -> Tensor:
+        """The sources' STFTs ``(batch, sources, channels, freq, frames)`` from :meth:`_estimate`'s output, in
+        full precision; by default the masks times the mixture STFT."""
+        return estimate * spec.unsqueeze(1)
+
+    def forward(self, mix: Tensor) -> Tensor:
+        """Separate the mix into all stems.
+
+        Args:
+            mix: ``(batch, channels, time)`` at ``sample_rate``.
+
+        Returns:
+            ``(batch, sources, channels, time)`` float32.
+        """
+        spec = self.mix_spectrogram(mix)
+        estimate = self._estimate(spec)
+        with torch.autocast(device_type=mix.device.type, enabled=False):
+            return self.istft(self._resynthesize(estimate, spec), mix.shape[-1])
+
+
+class TrackDebleeder:
+    """What the debleed models share (t-UNet, f-UNet, df-UNet, DI-CAE and the authors' variants): the tracks
+    and sample rate they declare (resolved by :func:`declare_names`, read by the task), the input check, and a
+    forward pass that is :meth:`forward_train`'s estimate.
+
+    A mixin, first in the bases of an ``nn.Module`` that calls ``declare_names(self, "tracks", ...)`` and
+    implements ``forward_train(mics) -> {"estimate": ..., ...}`` or overrides :meth:`forward`. (No stub of
+    ``forward_train`` here: the task looks the method up to decide whether the model has one.)
+    """
+
+    tracks: Optional[Tuple[str, ...]]
+    num_tracks: int
+    sample_rate: Optional[int]
+
+    def _check(self, mics: Tensor) -> None:
+        check_tracks(mics, self.num_tracks, type(self).__name__)
+
+    def forward(self, mics: Tensor) -> Tensor:
+        """Args:
+            mics: microphone tracks ``(batch, num_tracks, time)``, any length.
+
+        Returns:
+            The estimated clean tracks ``(batch, num_tracks, time)``, float32.
+        """
+        return self.forward_train(mics)["estimate"]  # type: ignore[attr-defined]

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from musicfx.audio.spectral import ISTFT, STFT
 from musicfx.audio.stems import MUSDB_STEMS
 from musicfx.errors import ConfigError
-from musicfx.models.blocks import check_mix
+from musicfx.models.blocks import MaskingSeparator
 
 __all__ = ["BSRoFormer", "BandRoFormer", "RMSNorm", "RotaryEmbedding", "band_split_widths", "convert_bs_roformer_state"]
 
@@ -310,7 +310,7 @@ class _MaskEstimator(nn.Module):
         return torch.cat(out, dim=2)
 
 
-class BandRoFormer(nn.Module):
+class BandRoFormer(MaskingSeparator, nn.Module):
     """Band-split RoPE transformer over any bands: the machinery BS-RoFormer and Mel-Band RoFormer share.
 
     ``band_bins`` lists, band after band, the STFT bins each band reads; bands may overlap (Mel-Band
@@ -355,19 +355,12 @@ class BandRoFormer(nn.Module):
         norm_each_transformer: bool,
     ) -> None:
         super().__init__()
-        self.sources: Tuple[str, ...] = tuple(sources)
-        name = type(self).__name__
-        if not self.sources:
-            raise ValueError(f"{name} needs at least one source")
-        if channels < 1:
-            raise ValueError(f"channels must be >= 1, got {channels}")
+        self.declare_format(sources, channels, sample_rate)
         for key, value in (("depth", depth), ("time_transformer_depth", time_transformer_depth),
                            ("freq_transformer_depth", freq_transformer_depth), ("mask_depth", mask_depth)):
             if value < 1:
                 raise ValueError(f"{key} must be >= 1, got {value}")
         n_bins = n_fft // 2 + 1
-        self.channels = channels
-        self.sample_rate = sample_rate
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.band_widths: List[int] = [int(w) for w in band_widths]
@@ -403,20 +396,6 @@ class BandRoFormer(nn.Module):
     @property
     def num_bands(self) -> int:
         return len(self.band_widths)
-
-    def spectrogram(self, x: Tensor) -> Tensor:
-        """The model's STFT.
-
-        Args:
-            x: waveform ``(..., time)``.
-
-        Returns:
-            complex64 ``(..., n_fft // 2 + 1, 1 + time // hop_length)``.
-        """
-        return self.stft(x)
-
-    def _check(self, mix: Tensor) -> None:
-        check_mix(mix, self.channels, type(self).__name__)
 
     def _complex_masks(self, spec: Tensor) -> Tensor:
         """Complex masks of a mixture STFT.
@@ -457,8 +436,7 @@ class BandRoFormer(nn.Module):
         Returns:
             complex64 ``(batch, sources, channels, n_fft // 2 + 1, frames)``.
         """
-        self._check(mix)
-        return self._complex_masks(self.spectrogram(mix))
+        return self._complex_masks(self.mix_spectrogram(mix))
 
     def forward_masks(self, mix: Tensor) -> Tensor:
         """Magnitudes of the complex masks: non-negative, *not* bounded by 1 (see the module docstring).
@@ -471,26 +449,22 @@ class BandRoFormer(nn.Module):
         """
         return self.forward_complex_masks(mix).abs()
 
-    def forward(self, mix: Tensor) -> Tensor:
-        """Separate the mix into all stems.
-
-        Args:
-            mix: ``(batch, channels, time)`` at ``sample_rate``.
-
-        Returns:
-            ``(batch, sources, channels, time)`` float32.
-        """
-        self._check(mix)
-        spec = self.spectrogram(mix)
-        masks = self._complex_masks(spec)
-        with torch.autocast(device_type=mix.device.type, enabled=False):
-            return self.istft(masks * spec.unsqueeze(1), mix.shape[-1])
+    def _estimate(self, spec: Tensor) -> Tensor:
+        """The forward pass's complex masks (see :class:`MaskingSeparator`)."""
+        return self._complex_masks(spec)
 
     def extra_repr(self) -> str:
         return (
             f"sources={self.sources}, channels={self.channels}, sample_rate={self.sample_rate}, n_fft={self.n_fft}, "
             f"hop_length={self.hop_length}, bands={self.num_bands}"
         )
+
+    @classmethod
+    def _from_reference(cls, state_dict: Mapping[str, Tensor], options: Mapping[str, Any]) -> "BandRoFormer":
+        """A model built with ``options`` holding a reference checkpoint's weights, in eval mode."""
+        model = cls(**options)
+        model.load_state_dict(convert_bs_roformer_state(state_dict, model.state_dict()))
+        return model.eval()
 
 
 class BSRoFormer(BandRoFormer):
@@ -579,10 +553,8 @@ class BSRoFormer(BandRoFormer):
         Returns:
             The converted model in eval mode, giving the reference's output for the same input.
         """
-        options = _reference_options(config, mel=False, sources=sources, sample_rate=sample_rate)
-        model = cls(**options)
-        model.load_state_dict(convert_bs_roformer_state(state_dict, model.state_dict()))
-        return model.eval()
+        return cls._from_reference(state_dict, _reference_options(config, mel=False, sources=sources,
+                                                                  sample_rate=sample_rate))
 
 
 # ------------------------------------------------------------------------------------- checkpoint layout

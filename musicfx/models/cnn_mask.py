@@ -55,12 +55,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from musicfx.audio.spectral import ISTFT, STFT, magnitude
-from musicfx.models.blocks import check_mix
+from musicfx.models.blocks import MaskingSeparator
 
 __all__ = ["CNNSoftMask"]
 
 
-class CNNSoftMask(nn.Module):
+class CNNSoftMask(MaskingSeparator, nn.Module):
     """Convolutional soft-mask separator on 9-frame magnitude contexts (see the module docstring).
 
     Default configuration: 4,825,796 parameters (any channel count: channels share the network).
@@ -100,11 +100,7 @@ class CNNSoftMask(nn.Module):
         threshold_mode: str = "binary",
     ) -> None:
         super().__init__()
-        self.sources: Tuple[str, ...] = tuple(sources)
-        if not self.sources:
-            raise ValueError("CNNSoftMask needs at least one source")
-        if channels < 1:
-            raise ValueError(f"channels must be >= 1, got {channels}")
+        self.declare_format(sources, channels, sample_rate)
         if context < 1 or context % 2 == 0:
             raise ValueError(f"context must be a positive odd number of frames, got {context}")
         if len(conv_channels) != len(pool_sizes):
@@ -115,8 +111,6 @@ class CNNSoftMask(nn.Module):
         for name, value in named:
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1] or None, got {value}")
-        self.channels = channels
-        self.sample_rate = sample_rate
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.context = context
@@ -157,21 +151,6 @@ class CNNSoftMask(nn.Module):
         self.stft = STFT(n_fft, hop_length)
         self.istft = ISTFT(n_fft, hop_length)
 
-    # ------------------------------------------------------------------ spectral front end
-    def spectrogram(self, x: Tensor) -> Tensor:
-        """The model's STFT.
-
-        Args:
-            x: waveform ``(..., time)``.
-
-        Returns:
-            complex64 ``(..., n_fft // 2 + 1, 1 + time // hop_length)``.
-        """
-        return self.stft(x)
-
-    def _check(self, mix: Tensor) -> None:
-        check_mix(mix, self.channels, "CNNSoftMask")
-
     def spectrogram_masks(self, spec: Tensor) -> Tensor:
         """Soft masks of a mixture spectrogram.
 
@@ -203,8 +182,7 @@ class CNNSoftMask(nn.Module):
         Returns:
             ``(batch, sources, channels, n_fft // 2 + 1, frames)`` in ``[0, 1]``, float32.
         """
-        self._check(mix)
-        return self.spectrogram_masks(self.spectrogram(mix))
+        return self.spectrogram_masks(self.mix_spectrogram(mix))
 
     def thresholds(self) -> List[Optional[float]]:
         """The inference threshold of each source, in ``sources`` order (``None``: soft mask)."""
@@ -231,22 +209,10 @@ class CNNSoftMask(nn.Module):
             out.append(keep.to(soft.dtype) if self.threshold_mode == "binary" else soft * keep)
         return torch.stack(out, dim=1)
 
-    def forward(self, mix: Tensor) -> Tensor:
-        """Separate the mix: masks (thresholded in eval mode) times the mixture STFT, inverse STFT.
-
-        Args:
-            mix: ``(batch, channels, time)`` at ``sample_rate``.
-
-        Returns:
-            ``(batch, sources, channels, time)`` float32.
-        """
-        self._check(mix)
-        spec = self.spectrogram(mix)
+    def _estimate(self, spec: Tensor) -> Tensor:
+        """The forward pass's masks: soft, thresholded in eval mode (see :class:`MaskingSeparator`)."""
         masks = self.spectrogram_masks(spec)
-        if not self.training:
-            masks = self.apply_thresholds(masks)
-        with torch.autocast(device_type=mix.device.type, enabled=False):
-            return self.istft(masks * spec.unsqueeze(1), mix.shape[-1])
+        return masks if self.training else self.apply_thresholds(masks)
 
     def extra_repr(self) -> str:
         return (

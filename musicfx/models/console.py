@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from musicfx.audio import fx
 from musicfx.audio.spectral import STFT, magnitude, power_to_db
+from musicfx.models.blocks import declare_names
 
 __all__ = ["MixingConsole", "mel_filterbank"]
 
@@ -114,6 +115,7 @@ class MixingConsole(nn.Module):
         threshold_range: range of the compressor threshold (RMS detector), dBFS.
         max_ratio: largest compression ratio.
         attack_ms, release_ms, knee_db: fixed compressor ballistics and knee.
+        stems: what the model declares to the task and the data with ``sample_rate`` (``None``: nothing).
 
     Shapes:
         ``forward``: stems ``(B, S, C, T)``, C = 1 or 2 -> mix ``(B, 2, T)``.
@@ -131,7 +133,7 @@ class MixingConsole(nn.Module):
 
     def __init__(
         self,
-        num_stems: int = 4,
+        num_stems: Optional[int] = None,
         sample_rate: int = 44100,
         eq_bands: int = 4,
         hidden: int = 128,
@@ -147,14 +149,14 @@ class MixingConsole(nn.Module):
         attack_ms: float = 10.0,
         release_ms: float = 100.0,
         knee_db: float = 6.0,
+        stems: Optional[Sequence[str]] = None,
     ) -> None:
         super().__init__()
-        if num_stems < 1 or hidden < 1 or n_mels < 1:
-            raise ValueError(f"num_stems, hidden and n_mels must be >= 1, got {num_stems}, {hidden}, {n_mels}")
+        declare_names(self, "stems", stems, num_stems, int(sample_rate))
+        if hidden < 1 or n_mels < 1:
+            raise ValueError(f"hidden and n_mels must be >= 1, got {hidden}, {n_mels}")
         if max_ratio < 1.0 or threshold_range[0] >= threshold_range[1]:
             raise ValueError(f"need max_ratio >= 1 and threshold_range low < high, got {max_ratio}, {threshold_range}")
-        self.num_stems = int(num_stems)
-        self.sample_rate = int(sample_rate)
         self.n_fft, self.hop_length = int(n_fft), int(hop_length)
         self.max_gain_db, self.max_eq_gain_db = float(max_gain_db), float(max_eq_gain_db)
         self.threshold_range = (float(threshold_range[0]), float(threshold_range[1]))

@@ -39,20 +39,11 @@ from torch import Tensor, nn
 
 from musicfx.audio.spectral import istft, magnitude, stft
 from musicfx.errors import AudioError
+from musicfx.models.blocks import TrackDebleeder, declare_names
 
 __all__ = [
     "DFUNetPaper", "DICAEPaper", "FUNetPaper", "TUNetPaper", "VARIANTS", "debleed_model", "least_squares_mixing",
 ]
-
-
-def _check_tracks(mics: Tensor, tracks: int, name: str) -> None:
-    if mics.dim() != 3 or mics.shape[1] != tracks:
-        raise AudioError(
-            f"{name} expects microphone tracks shaped (batch, {tracks}, time), got {tuple(mics.shape)}; "
-            "build the model with num_tracks equal to the number of tracks"
-        )
-    if mics.shape[-1] < 1:
-        raise AudioError(f"{name} got empty audio (0 samples)")
 
 
 def least_squares_mixing(mics: Tensor, sources: Tensor) -> Tensor:
@@ -73,7 +64,7 @@ def least_squares_mixing(mics: Tensor, sources: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------------- t-UNet
-class TUNetPaper(nn.Module):
+class TUNetPaper(TrackDebleeder, nn.Module):
     """The authors' t-UNet: a truncated U-Net that regresses the mixing matrix ``A``; sources ``A^-1 x``.
 
     As in IRMR ``tUNet/train.py``: the ``(tracks, time)`` waveform image (no normalisation) goes through five
@@ -94,6 +85,7 @@ class TUNetPaper(nn.Module):
 
     Args:
         num_tracks: tracks ``M``.
+        tracks, sample_rate: what the model declares to the task and the data (``None``: nothing).
         length: samples per clip (the fixed input size of the dense layers).
         widths: filters of the five convolutions.
         kernel_size: convolution width along time (the authors use ``num_tracks``); default ``num_tracks``.
@@ -103,20 +95,20 @@ class TUNetPaper(nn.Module):
 
     def __init__(
         self,
-        num_tracks: int = 4,
+        num_tracks: Optional[int] = None,
         length: int = 220500,
         widths: Sequence[int] = (16, 32, 64, 128, 512),
         kernel_size: Optional[int] = None,
         pool: int = 9,
         dense: Sequence[int] = (512, 128, 64, 32),
+        tracks: Optional[Sequence[str]] = None,
+        sample_rate: Optional[int] = None,
     ) -> None:
         super().__init__()
-        if num_tracks < 2:
-            raise ValueError(f"num_tracks must be >= 2 (bleed needs several tracks), got {num_tracks}")
+        num_tracks = declare_names(self, "tracks", tracks, num_tracks, sample_rate, minimum=2)  # bleed needs several tracks
         kernel = num_tracks if kernel_size is None else int(kernel_size)
         if kernel < 1 or pool < 1 or not widths:
             raise ValueError(f"need kernel_size >= 1, pool >= 1 and at least one level, got {kernel}, {pool}, {widths}")
-        self.num_tracks = num_tracks
         self.length = int(length)
         channels = (1,) + tuple(int(w) for w in widths)
         size = self.length
@@ -137,7 +129,7 @@ class TUNetPaper(nn.Module):
         Returns:
             ``A`` ``(batch, num_tracks, num_tracks)``, entries ``>= 0``.
         """
-        _check_tracks(mics, self.num_tracks, "TUNetPaper")
+        self._check(mics)
         if mics.shape[-1] > self.length:
             raise AudioError(
                 f"TUNetPaper takes at most {self.length} samples per call (its dense layers have a fixed size), got "
@@ -183,7 +175,7 @@ class _PaperDoubleConv2d(nn.Sequential):
         )
 
 
-class FUNetPaper(nn.Module):
+class FUNetPaper(TrackDebleeder, nn.Module):
     """The authors' spectrogram U-Net (the "f-UNet" row of their results), each track on its own.
 
     As in Audio-Bleeding-Removal ``UNet/MusDBUNet.py``: a ``(tracks, bins, frames)`` STFT volume, librosa's
@@ -207,6 +199,7 @@ class FUNetPaper(nn.Module):
 
     Args:
         num_tracks: tracks ``M``.
+        tracks, sample_rate: what the model declares to the task and the data (``None``: nothing).
         n_fft, hop_length: STFT size and hop (samples).
         widths: filters of the four levels.
         bottleneck: filters of the bottleneck.
@@ -215,19 +208,21 @@ class FUNetPaper(nn.Module):
 
     def __init__(
         self,
-        num_tracks: int = 4,
+        num_tracks: Optional[int] = None,
         n_fft: int = 2047,
         hop_length: int = 511,
         widths: Sequence[int] = (16, 32, 64, 128),
         bottleneck: int = 256,
         dropout: float = 0.3,
+        tracks: Optional[Sequence[str]] = None,
+        sample_rate: Optional[int] = None,
     ) -> None:
         super().__init__()
-        if num_tracks < 1 or not widths:
-            raise ValueError(f"need num_tracks >= 1 and at least one level, got {num_tracks} and {widths}")
+        declare_names(self, "tracks", tracks, num_tracks, sample_rate)
+        if not widths:
+            raise ValueError("FUNetPaper needs at least one level")
         if hop_length < 1 or hop_length > n_fft:
             raise ValueError(f"hop_length must be in [1, n_fft={n_fft}], got {hop_length}")
-        self.num_tracks = num_tracks
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.widths = tuple(int(w) for w in widths)
@@ -257,7 +252,7 @@ class FUNetPaper(nn.Module):
 
     def forward_train(self, mics: Tensor) -> Dict[str, Tensor]:
         """Returns ``{"estimate": (B, M, T), "native": magnitudes (B, M, bins, frames)}``."""
-        _check_tracks(mics, self.num_tracks, "FUNetPaper")
+        self._check(mics)
         batch, tracks, length = mics.shape
         with torch.autocast(device_type=mics.device.type, enabled=False):
             spec = self._spectra(mics)
@@ -278,15 +273,6 @@ class FUNetPaper(nn.Module):
             phase = torch.polar(torch.ones_like(mag), torch.angle(spec))
             estimate = istft(mag.clamp_min(0.0) * phase, self.n_fft, self.hop_length, length)
         return {"estimate": estimate, "native": mag}
-
-    def forward(self, mics: Tensor) -> Tensor:
-        """Args:
-            mics: ``(batch, num_tracks, time)``, any length.
-
-        Returns:
-            The estimated clean tracks ``(batch, num_tracks, time)``, float32.
-        """
-        return self.forward_train(mics)["estimate"]
 
 
 # ---------------------------------------------------------------------------------------------- df-UNet
@@ -324,7 +310,7 @@ class _SameConvTranspose2d(nn.Module):
         return self.conv(x)[..., top:top + height, left:left + width]
 
 
-class DFUNetPaper(nn.Module):
+class DFUNetPaper(TrackDebleeder, nn.Module):
     """The authors' df-UNet: a waveform U-Net with dilated 4x4 filters over the ``(tracks, time)`` image.
 
     As in Audio-Bleeding-Removal ``ChebGCN/iwaveunnet_ge.py`` / GIRNet ``GAT.py`` without the graph layer: the
@@ -345,6 +331,7 @@ class DFUNetPaper(nn.Module):
 
     Args:
         num_tracks: tracks ``M`` (rows of the image; the weights do not depend on it).
+        tracks, sample_rate: what the model declares to the task and the data (``None``: nothing).
         widths: filters of the four encoder levels.
         dilations: dilation of each encoder level.
         bottleneck: filters of the bottleneck.
@@ -356,7 +343,7 @@ class DFUNetPaper(nn.Module):
 
     def __init__(
         self,
-        num_tracks: int = 4,
+        num_tracks: Optional[int] = None,
         widths: Sequence[int] = (16, 32, 64, 128),
         dilations: Sequence[int] = (1, 2, 4, 16),
         bottleneck: int = 256,
@@ -364,14 +351,16 @@ class DFUNetPaper(nn.Module):
         kernel_size: int = 4,
         dropout: float = 0.1,
         negative_slope: float = 0.3,
+        tracks: Optional[Sequence[str]] = None,
+        sample_rate: Optional[int] = None,
     ) -> None:
         super().__init__()
+        declare_names(self, "tracks", tracks, num_tracks, sample_rate)
         widths, dilations, decoder_widths = tuple(widths), tuple(dilations), tuple(decoder_widths)
         if not widths or len(dilations) != len(widths) or len(decoder_widths) != len(widths):
             raise ValueError(
                 f"widths, dilations and decoder_widths need one entry per level, got {widths}, {dilations}, {decoder_widths}"
             )
-        self.num_tracks = num_tracks
         self.levels = len(widths)
         self.act = nn.LeakyReLU(negative_slope)
         self.dropout = nn.Dropout(dropout)
@@ -414,7 +403,7 @@ class DFUNetPaper(nn.Module):
         Returns:
             The estimated clean tracks ``(batch, num_tracks, time)``.
         """
-        _check_tracks(mics, self.num_tracks, "DFUNetPaper")
+        self._check(mics)
         length = mics.shape[-1]
         h = F.pad(mics, (0, (-length) % self.multiple)).unsqueeze(1)  # (B, 1, M, T)
         skips: List[Tensor] = []
@@ -458,7 +447,7 @@ class _PaperFrameAutoencoder(nn.Module):
         return self.decoder(self.expand(code).view(-1, self.second, *self.inner))
 
 
-class DICAEPaper(nn.Module):
+class DICAEPaper(TrackDebleeder, nn.Module):
     """The authors' DI-CAE: a convolutional autoencoder per stem on "dynamic input" windows of magnitudes.
 
     As in IRMR ``CAE/`` and Audio-Bleeding-Removal ``DI_Bleed/DI_BleedArchs_Separate/``: each track's STFT
@@ -479,6 +468,7 @@ class DICAEPaper(nn.Module):
 
     Args:
         num_tracks: tracks ``M``.
+        tracks, sample_rate: what the model declares to the task and the data (``None``: nothing).
         n_fft, hop_length: STFT size and hop (samples).
         group: frames per group (3 in ``DI_Bleed``, 1 in IRMR).
         widths: filters of the two convolutions.
@@ -488,20 +478,22 @@ class DICAEPaper(nn.Module):
 
     def __init__(
         self,
-        num_tracks: int = 4,
+        num_tracks: Optional[int] = None,
         n_fft: int = 2048,
         hop_length: int = 512,
         group: int = 3,
         widths: Sequence[int] = (32, 64),
         bottleneck: int = 100,
         shared: bool = False,
+        tracks: Optional[Sequence[str]] = None,
+        sample_rate: Optional[int] = None,
     ) -> None:
         super().__init__()
-        if num_tracks < 1 or group < 1 or len(tuple(widths)) != 2:
-            raise ValueError(f"need num_tracks >= 1, group >= 1 and two widths, got {num_tracks}, {group}, {widths}")
+        num_tracks = declare_names(self, "tracks", tracks, num_tracks, sample_rate)
+        if group < 1 or len(tuple(widths)) != 2:
+            raise ValueError(f"need group >= 1 and two widths, got {group}, {widths}")
         if hop_length < 1 or hop_length > n_fft:
             raise ValueError(f"hop_length must be in [1, n_fft={n_fft}], got {hop_length}")
-        self.num_tracks = num_tracks
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.group = group
@@ -541,7 +533,7 @@ class DICAEPaper(nn.Module):
 
     def forward_train(self, mics: Tensor) -> Dict[str, Tensor]:
         """Returns ``{"estimate": (B, M, T), "native": windows (B, M, W, 3 * bins, group)}``."""
-        _check_tracks(mics, self.num_tracks, "DICAEPaper")
+        self._check(mics)
         batch, tracks, length = mics.shape
         with torch.autocast(device_type=mics.device.type, enabled=False):
             spec = stft(mics.float(), self.n_fft, self.hop_length)
@@ -561,15 +553,6 @@ class DICAEPaper(nn.Module):
             phase = torch.polar(torch.ones_like(mag), torch.angle(spec))
             estimate = istft(mag * phase, self.n_fft, self.hop_length, length)
         return {"estimate": estimate, "native": out}
-
-    def forward(self, mics: Tensor) -> Tensor:
-        """Args:
-            mics: ``(batch, num_tracks, time)``, any length.
-
-        Returns:
-            The estimated clean tracks ``(batch, num_tracks, time)``, float32.
-        """
-        return self.forward_train(mics)["estimate"]
 
 
 # ------------------------------------------------------------------------------------------------ factory

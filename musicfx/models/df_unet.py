@@ -42,25 +42,26 @@ Size: :class:`DFUNet`.
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from musicfx.models.blocks import check_tracks
+from musicfx.models.blocks import TrackDebleeder, declare_names
 from musicfx.models.track_unet import TrackSetConv1d, TrackSetUNet
 
 __all__ = ["DFUNet", "TrackSetConv1d"]
 
 
-class DFUNet(TrackSetUNet):
+class DFUNet(TrackDebleeder, TrackSetUNet):
     """Waveform U-Net with dilated filters over all microphone tracks (see the module docstring).
 
     Default configuration: 2,052,833 parameters (any number of tracks: no weight depends on it).
 
     Args:
         num_tracks: microphone tracks ``M`` in and estimated clean tracks out.
+        tracks, sample_rate: what the model declares to the task and the data (``None``: nothing).
         widths: channels of the encoder levels, shallowest first; each level halves the time resolution.
         bottleneck_width: channels of the bottleneck.
         dilations: dilation of the two convolutions of each encoder level (and of the matching decoder
@@ -73,7 +74,7 @@ class DFUNet(TrackSetUNet):
 
     def __init__(
         self,
-        num_tracks: int = 4,
+        num_tracks: Optional[int] = None,
         widths: Sequence[int] = (16, 32, 64, 128),
         bottleneck_width: int = 256,
         dilations: Sequence[int] = (1, 2, 4, 16),
@@ -81,21 +82,18 @@ class DFUNet(TrackSetUNet):
         dropout: float = 0.1,
         negative_slope: float = 0.3,
         eps: float = 1e-5,
+        tracks: Optional[Sequence[str]] = None,
+        sample_rate: Optional[int] = None,
     ) -> None:
-        if num_tracks < 1:
-            raise ValueError(f"num_tracks must be >= 1, got {num_tracks}")
         if len(widths) < 1 or len(dilations) != len(widths):
             raise ValueError(f"need one dilation per level, got widths={widths}, dilations={dilations}")
         super().__init__(1, widths, bottleneck_width, kernel_size, dilations=dilations, dropout=dropout,
                          negative_slope=negative_slope)
-        self.num_tracks = num_tracks
+        declare_names(self, "tracks", tracks, num_tracks, sample_rate)
         self.eps = eps
         # Zero correction at initialisation: the untrained model passes the tracks through.
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-
-    def _check(self, mics: Tensor) -> None:
-        check_tracks(mics, self.num_tracks, "DFUNet")
 
     def forward_train(self, mics: Tensor) -> Dict[str, Tensor]:
         """The same as :meth:`forward`, as a dictionary like the other debleed models.

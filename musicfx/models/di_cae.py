@@ -37,14 +37,14 @@ Size: the two dense layers hold almost all parameters, ``2 * 64 * (context * bin
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from musicfx.audio.spectral import ISTFT, STFT, magnitude
-from musicfx.models.blocks import check_tracks
+from musicfx.models.blocks import TrackDebleeder, declare_names
 
 __all__ = ["DICAE", "FrameAutoencoder"]
 
@@ -90,7 +90,7 @@ class FrameAutoencoder(nn.Module):
         return F.softplus(self.decoder(hidden))
 
 
-class DICAE(nn.Module):
+class DICAE(TrackDebleeder, nn.Module):
     """Dynamic-input convolutional autoencoder, each track cleaned on its own (see the module docstring).
 
     Default configuration (``n_fft`` 2048, 3 frames of context): 39,539,877 parameters with ``shared=True``,
@@ -98,6 +98,7 @@ class DICAE(nn.Module):
 
     Args:
         num_tracks: microphone tracks ``M`` in and estimated clean tracks out.
+        tracks, sample_rate: what the model declares to the task and the data (``None``: nothing).
         n_fft: STFT size (samples).
         hop_length: STFT hop (samples).
         context: consecutive frames per window.
@@ -109,7 +110,7 @@ class DICAE(nn.Module):
 
     def __init__(
         self,
-        num_tracks: int = 4,
+        num_tracks: Optional[int] = None,
         n_fft: int = 2048,
         hop_length: int = 512,
         context: int = 3,
@@ -117,15 +118,15 @@ class DICAE(nn.Module):
         bottleneck: int = 100,
         shared: bool = True,
         eps: float = 1e-5,
+        tracks: Optional[Sequence[str]] = None,
+        sample_rate: Optional[int] = None,
     ) -> None:
         super().__init__()
-        if num_tracks < 1:
-            raise ValueError(f"num_tracks must be >= 1, got {num_tracks}")
+        num_tracks = declare_names(self, "tracks", tracks, num_tracks, sample_rate)
         if hop_length < 1 or hop_length > n_fft:
             raise ValueError(f"hop_length must be in [1, n_fft={n_fft}], got {hop_length}")
         if context < 1:
             raise ValueError(f"context must be >= 1, got {context}")
-        self.num_tracks = num_tracks
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.context = context
@@ -140,9 +141,6 @@ class DICAE(nn.Module):
         )
         self.stft = STFT(n_fft, hop_length)
         self.istft = ISTFT(n_fft, hop_length)
-
-    def _check(self, mics: Tensor) -> None:
-        check_tracks(mics, self.num_tracks, "DICAE")
 
     def _windows(self, mag: Tensor) -> Tensor:
         """``(rows, bins, frames)`` -> ``(rows, frames + context - 1, context * bins)``, silent frames padded."""
@@ -204,12 +202,3 @@ class DICAE(nn.Module):
             phase = torch.polar(torch.ones_like(mag), torch.angle(spec))
             estimate = self.istft(clean_mag * phase, length)
         return {"estimate": estimate, "magnitude": clean_mag}
-
-    def forward(self, mics: Tensor) -> Tensor:
-        """Args:
-            mics: microphone tracks ``(batch, num_tracks, time)``, any length.
-
-        Returns:
-            The estimated clean tracks ``(batch, num_tracks, time)``, float32.
-        """
-        return self.forward_train(mics)["estimate"]

@@ -45,26 +45,27 @@ Size: :class:`FUNet`.
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from musicfx.audio.spectral import ISTFT, STFT, magnitude
-from musicfx.models.blocks import check_tracks
+from musicfx.models.blocks import TrackDebleeder, declare_names
 from musicfx.models.track_unet import TrackSetConv2d, TrackSetUNet
 
 __all__ = ["FUNet", "TrackSetConv2d"]
 
 
-class FUNet(TrackSetUNet):
+class FUNet(TrackDebleeder, TrackSetUNet):
     """Spectrogram U-Net over all microphone tracks, one bounded mask per track (see the module docstring).
 
     Default configuration: 3,708,769 parameters (any number of tracks: no weight depends on it).
 
     Args:
         num_tracks: microphone tracks ``M`` in and estimated clean tracks out.
+        tracks, sample_rate: what the model declares to the task and the data (``None``: nothing).
         n_fft: STFT size (samples; choose it with the sample rate, 2048 is 46 ms at 44.1 kHz).
         hop_length: STFT hop (samples).
         widths: channels of the U-Net levels, shallowest first; each level halves frequency and frames.
@@ -77,7 +78,7 @@ class FUNet(TrackSetUNet):
 
     def __init__(
         self,
-        num_tracks: int = 4,
+        num_tracks: Optional[int] = None,
         n_fft: int = 2048,
         hop_length: int = 512,
         widths: Sequence[int] = (16, 32, 64, 128),
@@ -86,9 +87,9 @@ class FUNet(TrackSetUNet):
         mask_limit: float = 2.0,
         negative_slope: float = 0.3,
         eps: float = 1e-5,
+        tracks: Optional[Sequence[str]] = None,
+        sample_rate: Optional[int] = None,
     ) -> None:
-        if num_tracks < 1:
-            raise ValueError(f"num_tracks must be >= 1, got {num_tracks}")
         if hop_length < 1 or hop_length > n_fft:
             raise ValueError(f"hop_length must be in [1, n_fft={n_fft}], got {hop_length}")
         if len(widths) < 1:
@@ -97,7 +98,7 @@ class FUNet(TrackSetUNet):
             raise ValueError(f"mask_limit must exceed 1 (the identity mask), got {mask_limit}")
         super().__init__(2, widths, bottleneck_width, kernel_size=3, dropout=dropout, skip_dropout=True,
                          negative_slope=negative_slope)
-        self.num_tracks = num_tracks
+        declare_names(self, "tracks", tracks, num_tracks, sample_rate)
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.mask_limit = float(mask_limit)
@@ -107,9 +108,6 @@ class FUNet(TrackSetUNet):
         # mask = mask_limit * sigmoid(bias) = 1 at initialisation: the untrained model passes the tracks through.
         nn.init.zeros_(self.out.weight)
         nn.init.constant_(self.out.bias, -math.log(self.mask_limit - 1.0))
-
-    def _check(self, mics: Tensor) -> None:
-        check_tracks(mics, self.num_tracks, "FUNet")
 
     def forward_train(self, mics: Tensor) -> Dict[str, Tensor]:
         """Estimate the clean tracks and return the masks too.
@@ -139,12 +137,3 @@ class FUNet(TrackSetUNet):
             mask = self.mask_limit * torch.sigmoid(logits)
             estimate = self.istft(spec * mask, length) * scale
         return {"estimate": estimate, "mask": mask}
-
-    def forward(self, mics: Tensor) -> Tensor:
-        """Args:
-            mics: microphone tracks ``(batch, num_tracks, time)``, any length.
-
-        Returns:
-            The estimated clean tracks ``(batch, num_tracks, time)``, float32.
-        """
-        return self.forward_train(mics)["estimate"]

@@ -44,11 +44,12 @@ off, because they carry the audio itself; the LSTM also runs in float32; the TCN
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from musicfx.models.blocks import declare_names
 
 __all__ = [
     "AdaptiveFrontEnd",
@@ -309,6 +310,7 @@ class FxNormAutomix(nn.Module):
 
     Args:
         num_stems: input stems ``S``.
+        stems, sample_rate: what the model declares to the task and the data (``None``: nothing).
         features: front-end filters / latent channels (``N``, 128).
         kernel_size: front-end filter length (``L``, 64; the smoothing conv is twice as long).
         pool_size: max-pooling factor between the sample rate and the latent sequence (64).
@@ -325,7 +327,7 @@ class FxNormAutomix(nn.Module):
 
     def __init__(
         self,
-        num_stems: int = 4,
+        num_stems: Optional[int] = None,
         features: int = 128,
         kernel_size: int = 64,
         pool_size: int = 64,
@@ -338,13 +340,13 @@ class FxNormAutomix(nn.Module):
         lstm_layers: int = 3,
         lstm_dropout: float = 0.1,
         se_expansion: int = 16,
+        stems: Optional[Sequence[str]] = None,
+        sample_rate: Optional[int] = None,
     ) -> None:
         super().__init__()
-        if num_stems < 1 or pool_size < 1 or kernel_size < 1:
-            raise ValueError(
-                f"need num_stems, pool_size, kernel_size >= 1, got {num_stems}, {pool_size}, {kernel_size}"
-            )
-        self.num_stems = num_stems
+        num_stems = declare_names(self, "stems", stems, num_stems, sample_rate)
+        if pool_size < 1 or kernel_size < 1:
+            raise ValueError(f"need pool_size, kernel_size >= 1, got {pool_size}, {kernel_size}")
         self.pool_size = pool_size
         self.front_end = AdaptiveFrontEnd(2 * num_stems, features, kernel_size)
         self.mixer = LatentMixer(features, bottleneck_features, hidden_features, skip_features, tcn_kernel_size,

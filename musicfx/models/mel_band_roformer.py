@@ -16,11 +16,10 @@ from __future__ import annotations
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from musicfx.audio.stems import MUSDB_STEMS
-from musicfx.models.bs_roformer import BandRoFormer, _reference_options, convert_bs_roformer_state
+from musicfx.models.bs_roformer import BandRoFormer, _reference_options
 
 __all__ = ["MelBandRoFormer", "mel_band_bins"]
 
@@ -146,7 +145,5 @@ class MelBandRoFormer(BandRoFormer):
         Returns:
             The converted model in eval mode.
         """
-        options = _reference_options(config, mel=True, sources=sources, sample_rate=sample_rate)
-        model = cls(**options)
-        model.load_state_dict(convert_bs_roformer_state(state_dict, model.state_dict()))
-        return model.eval()
+        return cls._from_reference(state_dict, _reference_options(config, mel=True, sources=sources,
+                                                                  sample_rate=sample_rate))

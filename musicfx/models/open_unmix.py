@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from musicfx.audio.spectral import ISTFT, STFT, fft_frequencies
 from musicfx.audio.stems import MUSDB_STEMS
 from musicfx.errors import ConfigError
-from musicfx.models.blocks import check_mix
+from musicfx.models.blocks import MaskingSeparator
 
 __all__ = ["OpenUnmix", "UnmixNetwork", "wiener"]
 
@@ -275,7 +275,7 @@ class UnmixNetwork(nn.Module):
         return (x * mix).permute(1, 2, 3, 0)
 
 
-class OpenUnmix(nn.Module):
+class OpenUnmix(MaskingSeparator, nn.Module):
     """Open-Unmix separator: one :class:`UnmixNetwork` per source, ratio masks or Wiener filtering.
 
     Default configuration (4 sources, stereo, 44.1 kHz, 1487 of 2049 bins read): 35,573,392 parameters
@@ -322,17 +322,11 @@ class OpenUnmix(nn.Module):
         eps: float = 1e-8,
     ) -> None:
         super().__init__()
-        self.sources: Tuple[str, ...] = tuple(sources)
-        if not self.sources:
-            raise ValueError("OpenUnmix needs at least one source")
-        if channels < 1:
-            raise ValueError(f"channels must be >= 1, got {channels}")
+        self.declare_format(sources, channels, sample_rate)
         if wiener_iterations < 0:
             raise ValueError(f"wiener_iterations must be >= 0, got {wiener_iterations}")
         if wiener_window is not None and wiener_window < 1:
             raise ValueError(f"wiener_window must be >= 1 frame or None, got {wiener_window}")
-        self.channels = channels
-        self.sample_rate = sample_rate
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.n_bins = n_fft // 2 + 1
@@ -351,17 +345,6 @@ class OpenUnmix(nn.Module):
         self.stft = STFT(n_fft, hop_length)
         self.istft = ISTFT(n_fft, hop_length)
 
-    def spectrogram(self, x: Tensor) -> Tensor:
-        """The model's STFT.
-
-        Args:
-            x: waveform ``(..., time)``.
-
-        Returns:
-            complex64 ``(..., n_fft // 2 + 1, 1 + time // hop_length)``.
-        """
-        return self.stft(x)
-
     def input_statistics(self) -> MagnitudeStatistics:
         """An accumulator for :meth:`set_input_statistics` with this model's STFT (the statistics pass)."""
         return MagnitudeStatistics(self.n_fft, self.hop_length)
@@ -375,9 +358,6 @@ class OpenUnmix(nn.Module):
         """
         for network in self.targets:
             network.set_input_statistics(mean, std)
-
-    def _check(self, mix: Tensor) -> None:
-        check_mix(mix, self.channels, "OpenUnmix")
 
     def _magnitudes(self, spec: Tensor) -> Tensor:
         # The networks' input is not differentiated (the mixture is data), so a plain |X| is safe at 0.
@@ -401,8 +381,7 @@ class OpenUnmix(nn.Module):
         Returns:
             ``(batch, sources, channels, n_fft // 2 + 1, frames)`` non-negative float32.
         """
-        self._check(mix)
-        return self._magnitudes(self.spectrogram(mix))
+        return self._magnitudes(self.mix_spectrogram(mix))
 
     def forward_masks(self, mix: Tensor) -> Tensor:
         """Ratio masks ``v_j / sum_k v_k`` (single target: ``min(v / |x|, 1)``) of the magnitude estimates.
@@ -415,8 +394,7 @@ class OpenUnmix(nn.Module):
         Returns:
             ``(batch, sources, channels, n_fft // 2 + 1, frames)`` in ``[0, 1]``, float32.
         """
-        self._check(mix)
-        spec = self.spectrogram(mix)
+        spec = self.mix_spectrogram(mix)
         return self._ratio_masks(self._magnitudes(spec), spec)
 
     def filter(self, estimates: Tensor, spec: Tensor) -> Tensor:
@@ -434,24 +412,15 @@ class OpenUnmix(nn.Module):
             window=self.wiener_window,
         )[:, : len(self.sources)]
 
-    def forward(self, mix: Tensor) -> Tensor:
-        """Separate: ratio masks with the mixture phase in training mode, Wiener filtering in eval mode.
+    def _estimate(self, spec: Tensor) -> Tensor:
+        """The forward pass's estimates: the networks' magnitudes (see :class:`MaskingSeparator`)."""
+        return self._magnitudes(spec)
 
-        Args:
-            mix: ``(batch, channels, time)`` at ``sample_rate``.
-
-        Returns:
-            ``(batch, sources, channels, time)`` float32.
-        """
-        self._check(mix)
-        spec = self.spectrogram(mix)
-        estimates = self._magnitudes(spec)
-        with torch.autocast(device_type=mix.device.type, enabled=False):
-            if self.training:
-                sources = self._ratio_masks(estimates, spec) * spec.unsqueeze(1)
-            else:
-                sources = self.filter(estimates, spec)
-            return self.istft(sources, mix.shape[-1])
+    def _resynthesize(self, estimates: Tensor, spec: Tensor) -> Tensor:
+        """Ratio masks with the mixture phase in training mode, Wiener filtering in eval mode."""
+        if self.training:
+            return self._ratio_masks(estimates, spec) * spec.unsqueeze(1)
+        return self.filter(estimates, spec)
 
     def extra_repr(self) -> str:
         return (

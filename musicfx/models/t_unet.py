@@ -47,13 +47,13 @@ instantaneous demixing it has learned. Size: :class:`TUNet`.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from musicfx.models.blocks import check_tracks
+from musicfx.models.blocks import TrackDebleeder, declare_names
 
 __all__ = ["TUNet", "ExchangeableMatrixLayer", "pair_statistics", "unmix"]
 
@@ -129,13 +129,14 @@ class ExchangeableMatrixLayer(nn.Module):
         return self.mix(torch.cat([x, x.transpose(-1, -2), rows, cols, total], dim=1))
 
 
-class TUNet(nn.Module):
+class TUNet(TrackDebleeder, nn.Module):
     """Truncated U-Net regressing the mixing matrix ``A`` of ``mics = A @ sources``; returns ``A^-1 mics``.
 
     Default configuration: 556,609 parameters (any number of tracks: no weight depends on it).
 
     Args:
         num_tracks: microphone tracks ``M`` in and estimated sources out.
+        tracks, sample_rate: what the model declares to the task and the data (``None``: nothing).
         widths: feature channels of the encoder levels, shallowest first.
         kernel_size: odd kernel of the encoder convolutions, along time.
         pool: max-pooling factor between levels (skipped at levels shorter than it).
@@ -149,7 +150,7 @@ class TUNet(nn.Module):
 
     def __init__(
         self,
-        num_tracks: int = 4,
+        num_tracks: Optional[int] = None,
         widths: Sequence[int] = (16, 32, 64, 128, 256),
         kernel_size: int = 5,
         pool: int = 4,
@@ -158,15 +159,15 @@ class TUNet(nn.Module):
         log_gain_limit: float = 1.3862943611198906,  # log(4): diagonal gains within (1/4, 4)
         coupling: float = 3.0,
         eps: float = 1e-5,
+        tracks: Optional[Sequence[str]] = None,
+        sample_rate: Optional[int] = None,
     ) -> None:
         super().__init__()
-        if num_tracks < 2:
-            raise ValueError(f"num_tracks must be >= 2 (bleed needs several tracks), got {num_tracks}")
+        declare_names(self, "tracks", tracks, num_tracks, sample_rate, minimum=2)  # bleed needs several tracks
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
         if len(widths) < 1 or pool < 1:
             raise ValueError(f"need at least one level and pool >= 1, got widths={widths}, pool={pool}")
-        self.num_tracks = num_tracks
         self.widths = tuple(int(w) for w in widths)
         self.pool = pool
         self.log_gain_limit = float(log_gain_limit)
@@ -187,9 +188,6 @@ class TUNet(nn.Module):
         # A = expm(0) = I at initialisation: the untrained model is the identity.
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-
-    def _check(self, mics: Tensor) -> None:
-        check_tracks(mics, self.num_tracks, "TUNet")
 
     def _features(self, mics: Tensor) -> Tensor:
         """Pair statistics of every encoder level plus a diagonal indicator, ``(batch, C, tracks, tracks)``."""
@@ -245,12 +243,3 @@ class TUNet(nn.Module):
         """
         matrix = self.mixing_matrix(mics)
         return {"estimate": unmix(mics, matrix), "mixing_matrix": matrix}
-
-    def forward(self, mics: Tensor) -> Tensor:
-        """Args:
-            mics: microphone tracks ``(batch, num_tracks, time)``, any length.
-
-        Returns:
-            The estimated clean tracks ``(batch, num_tracks, time)``, float32.
-        """
-        return self.forward_train(mics)["estimate"]

@@ -29,13 +29,14 @@ that carries the input stems straight into the mix.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from musicfx.models.fxnorm_automix import stems_to_stereo
+from musicfx.models.blocks import declare_names
 
 __all__ = ["WaveUNet"]
 
@@ -59,6 +60,7 @@ class WaveUNet(nn.Module):
 
     Args:
         num_stems: input stems ``S``.
+        stems, sample_rate: what the model declares to the task and the data (``None``: nothing).
         levels: downsampling levels ``L`` (5 for the FxNorm-automix baseline).
         features: features added per level (``F_c``, 24).
         growth: ``"add"`` (``F_i = i * features``, the paper) or ``"double"`` (``features * 2**(i-1)``).
@@ -69,20 +71,22 @@ class WaveUNet(nn.Module):
 
     def __init__(
         self,
-        num_stems: int = 4,
+        num_stems: Optional[int] = None,
         levels: int = 5,
         features: int = 24,
         growth: str = "add",
         down_kernel_size: int = 15,
         up_kernel_size: int = 5,
         negative_slope: float = 0.2,
+        stems: Optional[Sequence[str]] = None,
+        sample_rate: Optional[int] = None,
     ) -> None:
         super().__init__()
+        num_stems = declare_names(self, "stems", stems, num_stems, sample_rate)
         if growth not in ("add", "double"):
             raise ValueError(f"growth must be 'add' or 'double', got {growth!r}")
-        if levels < 1 or features < 1 or num_stems < 1:
-            raise ValueError(f"need levels, features, num_stems >= 1, got {levels}, {features}, {num_stems}")
-        self.num_stems = num_stems
+        if levels < 1 or features < 1:
+            raise ValueError(f"need levels, features >= 1, got {levels}, {features}")
         self.levels = levels
         widths = [features * (i + 1) if growth == "add" else features * 2**i for i in range(levels + 1)]
         self.widths = widths

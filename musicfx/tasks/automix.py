@@ -18,7 +18,7 @@ from musicfx.audio.stems import MUSDB_STEMS, STEM_FILE_SUFFIX, track_name
 from musicfx.data.multitrack import multitrack_source
 from musicfx.data.sources import Source
 from musicfx.errors import ConfigError
-from musicfx.tasks.base import Task, declared
+from musicfx.tasks.base import Task, declared, record_hparam
 from musicfx.tasks.media import log_examples
 from musicfx.tasks.multitrack import MultitrackData
 
@@ -37,7 +37,9 @@ class AutomixTask(Task):
         model: ``stems (B, S, C, T) -> stereo mix (B, 2, T)``.
         loss: criterion on ``(estimate, target)`` mixes ``(B, 2, T)``; default: the paper's stereo STFT loss
             (sum and difference, A-weighted) plus a loudness term.
-        stems: stem names, in the model's input order; must equal the data's.
+        stems: stem names, in the model's input order; default: the model's ``stems`` (a mixer declares them),
+            else the four MUSDB18 stems; given as well, they must equal the model's. The data's ``stems`` follow
+            them (or, set, must equal them).
         mode: ``"mix"`` trains the mixer; ``"pretrain"`` trains only the front and back end as an
             autoencoder of the stems (FxNorm-automix's first stage, with ``loss`` comparing the
             reconstructed ``(B, S, C, T)`` stems, e.g. L1; needs ``model.forward_autoencoder``).
@@ -51,12 +53,13 @@ class AutomixTask(Task):
 
     default_channels = 2
     predict_key = "stems"
+    data_names = ("stems", "stems")
 
     def __init__(
         self,
         model: nn.Module,
         loss: Optional[nn.Module] = None,
-        stems: Sequence[str] = MUSDB_STEMS,
+        stems: Optional[Sequence[str]] = None,
         mode: str = "mix",
         pretrained: Optional[str] = None,
         freeze_front_back: bool = False,
@@ -75,7 +78,16 @@ class AutomixTask(Task):
 
             loss = AutomixLoss(stereo=StereoSTFTLoss(sample_rate=declared(model, "sample_rate", sample_rate, 44100)))
         super().__init__(model, loss, optimizer, scheduler, sample_rate, channels)
-        self.stems = tuple(stems)
+        for part in loss.modules():
+            # The STFT loss places its A-weighting by the rate: a loss at another rate weights the wrong bins.
+            rate = getattr(part, "sample_rate", None)
+            if isinstance(rate, int) and rate != self.sample_rate:
+                raise ConfigError(
+                    f"the loss ({type(part).__name__}, in model.init_args.loss) has sample_rate {rate} but the model "
+                    f"works at {self.sample_rate}; set the loss's sample_rate to {self.sample_rate}"
+                )
+        self.stems: Tuple[str, ...] = tuple(declared(model, "stems", stems, MUSDB_STEMS, count="num_stems"))
+        record_hparam(self, "stems", list(self.stems))
         self.mode = mode
         self.num_logged_examples = log_examples
         if pretrained is not None:
@@ -101,16 +113,6 @@ class AutomixTask(Task):
         if not matching:
             raise MusicfxError(f"{path}: holds no front-end weights of {type(self.model).__name__}")
         self.model.load_state_dict(matching, strict=False)
-
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        data = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        stems = getattr(data, "stems", None)
-        if stems is not None and tuple(stems) != self.stems:
-            raise ConfigError(
-                f"model.init_args.stems is {list(self.stems)} but data.init_args.stems is {list(stems)}; "
-                "set both to the same names in the same order"
-            )
 
     def _pretrain_loss(self, stems: torch.Tensor) -> torch.Tensor:
         # FxNorm-automix's front end filters all stems' channels together, so the autoencoder takes the
@@ -272,7 +274,8 @@ class AutomixData(MultitrackData):
     Args:
         root: original multitrack songs; ``None`` for the built-in generator.
         normalized_root: the effect-normalized copy of ``root``.
-        stems: stem names, in the model's input order.
+        stems: stem names, in the model's input order; default: the model's ``stems`` (see
+            :class:`~musicfx.tasks.multitrack.MultitrackData`).
         console: apply the random console to training inputs (validation and test inputs are clean).
         gain_db, pan, eq_bands, eq_gain_db, compressor_prob, reverb_prob, channel_swap, stem_dropout:
             the random console's ranges and probabilities (see :class:`~musicfx.synth.console.RandomConsole`).
@@ -281,6 +284,8 @@ class AutomixData(MultitrackData):
         **kwargs: see :class:`~musicfx.tasks.multitrack.MultitrackData` (``root``, ``stems``) and
             :class:`~musicfx.tasks.data.ChunkData`.
     """
+
+    model_names = "stems"
 
     def __init__(
         self,
@@ -313,13 +318,13 @@ class AutomixData(MultitrackData):
             compressor_prob=compressor_prob, reverb_prob=reverb_prob, channel_swap=channel_swap,
             stem_dropout=stem_dropout,
         )
-        house = {"vocals": 3.0, "other": -2.0} if house_gain_db is None else dict(house_gain_db)
-        self._house_gain_db = torch.tensor([float(house.get(stem, 0.0)) for stem in self.stems])
+        self._house = {"vocals": 3.0, "other": -2.0} if house_gain_db is None else dict(house_gain_db)
         self.build_scene()
 
     def build_scene(self) -> None:
         from musicfx.synth.console import RandomConsole
 
+        self._house_gain_db = torch.tensor([float(self._house.get(stem, 0.0)) for stem in self.stems])
         self.console = RandomConsole(num_stems=len(self.stems), sample_rate=self.sample_rate, **self._console_settings)
         self.engineer = None
         if self.root is None:

@@ -5,7 +5,7 @@ of Lightning; the task owns loss, metrics, optimizer and logging.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import lightning.pytorch as pl
 import torch
@@ -15,25 +15,43 @@ from torch import nn
 from musicfx.errors import ConfigError
 
 
-def declared(model: nn.Module, name: str, given: Any, default: Any) -> Any:
-    """What ``model`` declares as ``name`` (its sources, sample rate, channels), the task's ``given`` value
-    when the model declares nothing, else ``default``.
+def declared(model: nn.Module, name: str, given: Any, default: Any, count: Optional[str] = None) -> Any:
+    """What ``model`` declares as ``name`` (its sources, tracks, stems, sample rate, channels), the task's
+    ``given`` value when the model declares nothing, else ``default``.
+
+    Args:
+        model: the network.
+        name: the attribute (``"sources"``, ``"tracks"``, ``"stems"``, ``"sample_rate"``, ``"channels"``).
+        given: the task's own argument of that name (``None``: not given).
+        default: the value when neither says.
+        count: for names, the model's attribute holding how many it takes (``"num_tracks"``); the names
+            resolved must be that many.
 
     Raises:
-        ConfigError: the task was given a value that differs from the model's.
+        ConfigError: the task was given a value that differs from the model's, or names that are not as many
+            as the model takes.
     """
     own = getattr(model, name, None)
-    if isinstance(own, (list, tuple)):
-        own, given = tuple(own), tuple(given) if given is not None else None
+    if isinstance(own, (list, tuple)) or isinstance(given, (list, tuple)):
+        own = tuple(own) if own is not None else None
+        given = tuple(given) if given is not None else None
     if own is None:
-        return default if given is None else given
-    if given is not None and given != own:
+        value = default if given is None else given
+    elif given is not None and given != own:
         raise ConfigError(
             f"model.init_args.{name} is {list(given) if isinstance(given, tuple) else given} but the network "
             f"(model.init_args.model) declares {list(own) if isinstance(own, tuple) else own}; "
             f"leave model.init_args.{name} out, the network's value is used"
         )
-    return own
+    else:
+        value = own
+    expected = getattr(model, count, None) if count is not None else None
+    if expected is not None and value is not None and len(value) != expected:
+        raise ConfigError(
+            f"the network (model.init_args.model) takes {expected} {name} ({count}) but the {name} are "
+            f"{list(value)}; declare them on the network (model.init_args.model.init_args.{name})"
+        )
+    return value
 
 
 def record_hparam(owner: Any, name: str, value: Any) -> None:
@@ -66,6 +84,11 @@ class Task(pl.LightningModule):
 
     #: Channels when neither the task nor the model says.
     default_channels: int = 1
+    #: The format attributes the datamodule must share with the task (a debleed model's channel is one track).
+    data_format: Tuple[str, ...] = ("sample_rate", "channels")
+    #: ``(task attribute, datamodule attribute)`` of the names the model declares and the data reads in the
+    #: same order (debleed ``("tracks", "stems")``); ``None``: none checked here.
+    data_names: Optional[Tuple[str, str]] = None
 
     def __init__(
         self,
@@ -155,12 +178,21 @@ class Task(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def setup(self, stage: str) -> None:
+        """Check the datamodule against what the model declares: :attr:`data_format` and :attr:`data_names`."""
         data = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        for name in ("sample_rate", "channels"):
+        for name in self.data_format:
             ours, theirs = getattr(self, name), getattr(data, name, None)
             if theirs is not None and theirs != ours:
                 raise ConfigError(
                     f"model.init_args.{name} is {ours} but data.init_args.{name} is {theirs}; set both to the same value"
+                )
+        if self.data_names is not None:
+            ours, theirs = getattr(self, self.data_names[0]), getattr(data, self.data_names[1], None)
+            if theirs is not None and tuple(theirs) != tuple(ours):
+                raise ConfigError(
+                    f"the model's {self.data_names[0]} are {list(ours)} but data.init_args.{self.data_names[1]} is "
+                    f"{list(theirs)}; set both to the same names in the same order, or leave "
+                    f"data.init_args.{self.data_names[1]} out"
                 )
 
     def _evaluate(self, batch: Any, batch_idx: int, stage: str) -> None:

@@ -130,8 +130,9 @@ class ChunkData(pl.LightningDataModule):
 
     def _follow_model(self) -> None:
         """Take the sample rate and channels the data left unset from the model; check the ones it set."""
-        task = self.trainer.lightning_module if getattr(self, "trainer", None) is not None else None
-        changed = False
+        # A stand-in trainer (benchmarks set one to switch augmentation on) has no module: nothing to follow.
+        task = getattr(getattr(self, "trainer", None), "lightning_module", None)
+        changed = self._follow_names(task)
         for name in self.model_format:
             theirs = getattr(task, name, None)
             if theirs is None:
@@ -148,6 +149,11 @@ class ChunkData(pl.LightningDataModule):
         if changed:
             self._sources.clear()
             self.build_scene()
+
+    def _follow_names(self, task: Any) -> bool:
+        """Take the names the data left unset (a multitrack data's stems) from the task, check the ones it set;
+        whether any changed. This data follows no names."""
+        return False
 
     # ----------------------------------------------------------------------------------- for subclasses
     def build_sources(self, split: str) -> Dict[str, Source]:

@@ -17,8 +17,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from musicfx.audio.stems import MUSDB_STEMS
-from musicfx.errors import ConfigError
-from musicfx.tasks.base import Task, _default_optimizer
+from musicfx.tasks.base import Task, _default_optimizer, declared, record_hparam
 from musicfx.tasks.media import log_examples
 from musicfx.tasks.multitrack import MultitrackData
 
@@ -49,24 +48,29 @@ class DebleedTask(Task):
             ``loss(native, native_target(mics, targets))`` instead (the paper variants'
             own domains, :mod:`musicfx.models.debleed_paper`).
         loss: criterion on ``(estimate, target)`` ``(B, M, T)``; default L1 on waveforms.
-        tracks: track (instrument) names, in order; must equal the data's stems.
+        tracks: track (instrument) names, in the model's order; default: the model's ``tracks`` (a debleed
+            model declares them), else the four MUSDB18 stems; given as well, they must equal the model's. The
+            data's ``stems`` follow them (or, set, must equal them).
         matrix_weight: weight of the mixing-matrix term.
         optimizer, scheduler: see :class:`~musicfx.tasks.base.Task`.
-        sample_rate: what the model works at.
+        sample_rate: what the model works at; default: what the model declares, else 44100 (see
+            :class:`~musicfx.tasks.base.Task`).
         log_examples: validation examples logged as audio + spectrograms each validation.
     """
 
     predict_key = "mics"
+    data_format = ("sample_rate",)  # the data's channels are folded into the batch: the model sees mono tracks
+    data_names = ("tracks", "stems")
 
     def __init__(
         self,
         model: nn.Module,
         loss: Optional[nn.Module] = None,
-        tracks: Sequence[str] = MUSDB_STEMS,
+        tracks: Optional[Sequence[str]] = None,
         matrix_weight: float = 1.0,
         optimizer: OptimizerCallable = _default_optimizer,
         scheduler: Optional[LRSchedulerCallable] = None,
-        sample_rate: int = 44100,
+        sample_rate: Optional[int] = None,
         log_examples: int = 1,
     ) -> None:
         if loss is None:
@@ -74,24 +78,10 @@ class DebleedTask(Task):
 
             loss = WaveformLoss("l1")
         super().__init__(model, loss, optimizer, scheduler, sample_rate, channels=1)
-        self.tracks = tuple(tracks)
+        self.tracks: Tuple[str, ...] = tuple(declared(model, "tracks", tracks, MUSDB_STEMS, count="num_tracks"))
+        record_hparam(self, "tracks", list(self.tracks))
         self.matrix_weight = matrix_weight
         self.num_logged_examples = log_examples
-
-    def setup(self, stage: str) -> None:
-        data = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        rate = getattr(data, "sample_rate", None)
-        if rate is not None and rate != self.sample_rate:
-            raise ConfigError(
-                f"model.init_args.sample_rate is {self.sample_rate} but data.init_args.sample_rate is {rate}; "
-                "set both to the same value"
-            )
-        stems = getattr(data, "stems", None)
-        if stems is not None and tuple(stems) != self.tracks:
-            raise ConfigError(
-                f"model.init_args.tracks is {list(self.tracks)} but data.init_args.stems is {list(stems)}; "
-                "set both to the same names in the same order"
-            )
 
     def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         mics, targets = batch["mics"], batch["targets"]
@@ -206,6 +196,8 @@ class BleedData(MultitrackData):
         gain: range of the random per-stem gain applied before the bleed (training only).
         remix, remix_group_size: shuffle stems across songs within groups (training only).
         channels: channels read per stem (each is debled on its own: the model sees one channel per track).
+        stems: the tracks, in order; default: the model's ``tracks`` (see
+            :class:`~musicfx.tasks.multitrack.MultitrackData`).
         segment: example length in seconds.
         **kwargs: see :class:`~musicfx.tasks.multitrack.MultitrackData` (``root``, ``stems``, ``random_mix``)
             and :class:`~musicfx.tasks.data.ChunkData`.
@@ -215,6 +207,7 @@ class BleedData(MultitrackData):
 
     default_channels = 1
     model_format = ("sample_rate",)
+    model_names = "tracks"
 
     def __init__(
         self,
@@ -244,7 +237,7 @@ class BleedData(MultitrackData):
             self._room_bank = dict(num_rooms=rooms, seed=self.seed, rt60=tuple(rt60), cache_dir=self.cache_dir)
         self._ir_folder = ir_folder
         self._bleed_settings = dict(
-            kind=kinds, num_tracks=len(self.stems), diagonal=tuple(diagonal), off_diagonal=tuple(off_diagonal),
+            kind=kinds, diagonal=tuple(diagonal), off_diagonal=tuple(off_diagonal),
             max_delay_ms=max_delay_ms, rt60=tuple(rt60), ir_length=ir_length,
         )
         self.augment = RemixAugment(
@@ -259,8 +252,8 @@ class BleedData(MultitrackData):
         # The synth never reads files: measured responses are loaded here, at the data's sample rate.
         responses = None if self._ir_folder is None else load_impulse_responses(
             self._ir_folder, self.sample_rate, max(1, round(self._bleed_settings["ir_length"] * self.sample_rate)))
-        self.synth = BleedSynth(sample_rate=self.sample_rate, room_bank=self._room_bank, impulse_responses=responses,
-                                **self._bleed_settings)
+        self.synth = BleedSynth(sample_rate=self.sample_rate, num_tracks=len(self.stems), room_bank=self._room_bank,
+                                impulse_responses=responses, **self._bleed_settings)
 
     @property
     def draw(self):

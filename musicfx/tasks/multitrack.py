@@ -7,11 +7,12 @@ in :meth:`~musicfx.tasks.data.ChunkData.scene` (remix, bleed, mixing console).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from musicfx.data.multitrack import DEFAULT_STEMS, multitrack_source
 from musicfx.data.sources import Source
 from musicfx.errors import ConfigError
+from musicfx.tasks.base import record_hparam
 from musicfx.tasks.data import ChunkData
 
 
@@ -21,7 +22,9 @@ class MultitrackData(ChunkData):
     Args:
         root: MUSDB18 (``.stem.mp4``), MUSDB18-HQ (``train/``, ``test/`` wav folders) or a folder of song
             folders holding ``<stem>.wav`` files; ``None``: the built-in generator (no download).
-        stems: stem names read from each song, in order (a missing stem is silence, with a warning).
+        stems: stem names read from each song, in order (a missing stem is silence, with a warning); default:
+            the names the model declares when the data follows them (:attr:`model_names`), else the four
+            MUSDB18 stems; set, they must equal the model's.
         random_mix: draw each stem of a training example from its own song and offset (Open-Unmix's
             ``random_track_mix``); validation and test examples always keep songs intact.
         segment, train_examples, generated_duration: as for :class:`~musicfx.tasks.data.ChunkData`, with
@@ -31,12 +34,15 @@ class MultitrackData(ChunkData):
     """
 
     default_channels = 2
+    #: The task's attribute that names the stems this data reads (debleed ``tracks``, automix ``stems``), which
+    #: the model declares; ``None``: the stems do not follow the model (separation sums stems into targets).
+    model_names: Optional[str] = None
 
     def __init__(
         self,
         *,
         root: Optional[str] = None,
-        stems: Sequence[str] = DEFAULT_STEMS,
+        stems: Optional[Sequence[str]] = None,
         random_mix: bool = False,
         segment: float = 6.0,
         train_examples: int = 4096,
@@ -45,13 +51,31 @@ class MultitrackData(ChunkData):
     ) -> None:
         super().__init__(segment=segment, train_examples=train_examples, generated_duration=generated_duration,
                          **kwargs)
-        if len(stems) == 0:
+        if stems is not None and len(stems) == 0:
             raise ValueError("stems must name at least one stem")
         self.root = root
         if root is not None and self.scores is not None:
             raise ConfigError(f"give either root ({root}) or scores ({self.scores}) to train on, not both")
-        self.stems = tuple(stems)
+        self._stems_given = stems is not None
+        self.stems: Tuple[str, ...] = DEFAULT_STEMS if stems is None else tuple(stems)
         self.random_mix = random_mix
+
+    def _follow_names(self, task: Any) -> bool:
+        """Read the stems from the model's names (:attr:`model_names`) when left unset; check them when set."""
+        names = getattr(task, self.model_names, None) if self.model_names is not None else None
+        if names is None:
+            return False
+        names = tuple(names)
+        if self._stems_given:
+            if names != self.stems:
+                raise ConfigError(
+                    f"the model's {self.model_names} are {list(names)} but data.init_args.stems is "
+                    f"{list(self.stems)}; set both to the same names in the same order, or leave data.init_args.stems out"
+                )
+            return False
+        record_hparam(self, "stems", list(names))  # what the run read, beside the task's (the logger compares)
+        changed, self.stems = names != self.stems, names
+        return changed
 
     def source(self, split: str) -> Source:
         """The songs of ``split``."""
