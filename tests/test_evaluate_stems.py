@@ -163,3 +163,18 @@ def test_memory_benchmark_builds_a_musdb_style_song(shared_data: Path, tmp_path:
         estimate = sf.read(root / "estimates" / "song" / f"{target}.wav", dtype="float32")[0]
         assert estimate.shape == (stems.shape[-1], 2)
         assert 0.0 < report.tracks["song"][target]["uSDR"] < 40.0, (target, report.tracks["song"][target])
+
+
+def test_engine_refuses_a_truncated_stem_mp4(stem_song: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    from musicfx.inference import separate_file
+
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(stem_song), "-map", "0", "-c", "copy",
+                    "-movflags", "+faststart", str(tmp_path / "fast.mp4")], check=True)
+    data = (tmp_path / "fast.mp4").read_bytes()
+    (tmp_path / "cut.stem.mp4").write_bytes(data[: len(data) // 2])
+    with pytest.raises(AudioError, match="truncated"):
+        separate_file(lambda x: torch.stack([x, -x], dim=1), tmp_path / "cut.stem.mp4",
+                      [tmp_path / "a.wav", tmp_path / "b.wav"], RATE, 2, segment=1.0, progress=False)
+    assert not (tmp_path / "a.wav").exists() and not (tmp_path / "b.wav").exists()
