@@ -166,6 +166,105 @@ def test_checkpoints_plug_in(tmp_path, monkeypatch) -> None:
     assert report["options"]["mix"].endswith("mix.ckpt")
 
 
+# ------------------------------------------------------------------------------------ real checkpoints
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _fit(folder: Path, recipe: str, *overrides: str) -> Path:
+    """Train ``recipes/<recipe>`` for two CPU steps through ``musicfx fit`` (the real LightningModule and its
+    checkpoint path), shrunk by CLI overrides only; returns its ``last.ckpt``."""
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        code = musicfx.cli.main([
+            "fit", "-c", str(REPO / "recipes" / recipe), "-c", str(REPO / "recipes/trainer/cpu.yaml"),
+            "--trainer.max_steps=2", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
+            "--trainer.enable_progress_bar=false", "--data.init_args.num_workers=0", "--data.init_args.batch_size=2",
+            "--data.init_args.segment=0.5", *overrides,
+        ])
+    finally:
+        os.chdir(cwd)
+    assert code == 0
+    (path,) = folder.rglob("last.ckpt")
+    return path
+
+
+@pytest.fixture(scope="module")
+def debleed_checkpoint(tmp_path_factory) -> Path:
+    """The t-UNet recipe (4 tracks: vocals, drums, bass, other at 22.05 kHz), two steps."""
+    return _fit(tmp_path_factory.mktemp("fit-debleed"), "debleed/t_unet.yaml")
+
+
+@pytest.fixture(scope="module")
+def mix_checkpoint(tmp_path_factory) -> Path:
+    """The Wave-U-Net automix recipe (stems vocals, drums, bass, other; stereo 44.1 kHz), two steps, 3 levels."""
+    return _fit(tmp_path_factory.mktemp("fit-mix"), "automix/wave_u_net.yaml",
+                "--model.init_args.model.init_args.levels=3", "--model.init_args.model.init_args.features=8")
+
+
+def _tone_session(folder: Path, names: List[str], seconds: float = 1.5) -> Dict[str, np.ndarray]:
+    """Mono 44.1 kHz tracks, each two tones and a little noise (no silence); returns ``{name: audio}``."""
+    folder.mkdir(parents=True)
+    t = np.arange(int(SR * seconds)) / SR
+    rng = np.random.default_rng(0)
+    tracks = {}
+    for i, name in enumerate(names):
+        audio = 0.2 * np.sin(2 * np.pi * (110 * (i + 1)) * t) + 0.1 * np.sin(2 * np.pi * 1500 * (i + 1) * t)
+        tracks[name] = (audio + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+        sf.write(folder / f"{name}.wav", tracks[name], SR, subtype="FLOAT")
+    return tracks
+
+
+def test_real_denoise_checkpoint(trained_checkpoint, tmp_path) -> None:
+    """``--denoise CKPT`` with the quickstart's MusicECAN (DenoiseTask, 22.05 kHz): every cleaned track is what
+    the task's own ``denoise`` makes of that track."""
+    tracks = _tone_session(tmp_path / "session", ["vocals", "bass"])
+    report = restore(tmp_path / "session", tmp_path / "out", debleed="none", denoise=str(trained_checkpoint),
+                     normalize="none", progress=False, plot=False)
+    task = musicfx.api.load(trained_checkpoint)
+    for name, audio in tracks.items():
+        expected = task.denoise(torch.from_numpy(audio)[None], SR)[0].numpy()
+        cleaned = sf.read(tmp_path / "out" / "tracks" / f"{name}.wav", dtype="float32")[0]
+        assert np.abs(cleaned - audio).max() > 1e-3  # the model changed the track
+        np.testing.assert_allclose(cleaned, expected, atol=1e-4)
+    assert report["options"]["denoise"] == str(trained_checkpoint)
+
+
+def test_real_debleed_checkpoint(debleed_checkpoint, tmp_path) -> None:
+    """``--debleed CKPT`` with the t-UNet recipe's DebleedTask: the files (not in the model's order on disk) are
+    matched to its tracks by name, and the cleaned tracks are the task's own ``debleed`` of them."""
+    task = musicfx.api.load(debleed_checkpoint)
+    names = ["01_other", "02_bass", "03_vocals", "04_drums"]
+    tracks = _tone_session(tmp_path / "session", names)
+    restore(tmp_path / "session", tmp_path / "out", debleed=str(debleed_checkpoint), denoise="none",
+            normalize="none", progress=False, plot=False)
+    order = [next(n for n in names if n.endswith(track)) for track in task.tracks]
+    expected = task.debleed(torch.stack([torch.from_numpy(tracks[n]) for n in order]), SR)
+    for name, audio in zip(order, expected):
+        cleaned = sf.read(tmp_path / "out" / "tracks" / f"{name}.wav", dtype="float32")[0]
+        assert np.abs(cleaned - tracks[name]).max() > 1e-3
+        np.testing.assert_allclose(cleaned, audio.numpy(), atol=1e-4)
+
+
+def test_real_mix_checkpoint(mix_checkpoint, tmp_path) -> None:
+    """``--mix CKPT`` with the Wave-U-Net recipe's AutomixTask: the tracks are summed per class into its stem
+    slots (two drum microphones into ``drums``, a guitar into ``other``) and the mix is the task's own ``mix``
+    of those stems, scaled by the reported peak gain."""
+    task = musicfx.api.load(mix_checkpoint)
+    tracks = _tone_session(tmp_path / "session", ["bass", "guitar", "kick", "snare", "vocals"])
+    report = restore(tmp_path / "session", tmp_path / "out", debleed="none", denoise="none", normalize="none",
+                     mix=str(mix_checkpoint), progress=False, plot=False)
+    by_class = {"vocals": tracks["vocals"], "drums": tracks["kick"] + tracks["snare"], "bass": tracks["bass"],
+                "other": tracks["guitar"]}
+    stems = torch.stack([torch.from_numpy(by_class[stem])[None] for stem in task.stems])
+    expected = task.mix(stems, SR).numpy().T * 10 ** (report["mix"]["gain_db"] / 20)
+    mix = sf.read(tmp_path / "out" / "mix.wav", dtype="float32")[0]
+    assert mix.shape == expected.shape and np.abs(mix).max() > 1e-3
+    np.testing.assert_allclose(mix, expected, atol=1e-4)
+
+
 # ------------------------------------------------------------------------------------------ bad input
 def _write(folder: Path, names: List[str], rate: int = 8000, seconds: float = 1.0, silent: str = "") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
@@ -313,6 +412,112 @@ def test_memory_does_not_grow_with_the_sessions_length(tmp_path, monkeypatch) ->
     assert max(excerpts) <= stream.EXCERPT_SECONDS + 1
 
 
+def test_no_tensor_grows_with_the_sessions_length(tmp_path, monkeypatch) -> None:
+    """Beyond the engine: no torch operation anywhere in the chain (the measures, the leakage, the report
+    picture, the mix's peak pass) makes a tensor that grows with the session. With blocks and segments of
+    1.5 s, the largest tensor any operation returns is the same for an 8 s and a 32 s session; a whole 32 s
+    track (256 000 samples at 8 kHz) would be twice the largest one now (the spectral gate's fixed table of
+    2^16 draws, KAMIR's 1.5 s STFT). FxNorm is left out: its planning holds a bounded excerpt of
+    65536-point frames (checked by the test above)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import musicfx.debleed
+    import musicfx.restore
+
+    class Largest(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.numel = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for item in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(item, torch.Tensor):
+                    self.numel = max(self.numel, item.numel())
+            return out
+
+    for name in ("BLOCK_SECONDS", "DENOISE_SEGMENT", "MIX_SEGMENT", "PLOT_SECONDS"):
+        monkeypatch.setattr(musicfx.restore, name, 1.5)
+    monkeypatch.setattr(musicfx.debleed, "KAMIR_SEGMENT", 1.5)
+    # The measures take their block length as a default argument.
+    monkeypatch.setattr(musicfx.restore.measure_file, "__defaults__", (1.5,))
+    monkeypatch.setattr(musicfx.debleed.file_leakage, "__defaults__", (1.5,))
+    largest = {}
+    for seconds in (8, 32):
+        session = _write(tmp_path / f"s{seconds}", ["vocals", "bass"], rate=8000, seconds=seconds)
+        mode = Largest()
+        with mode:
+            restore(session, tmp_path / f"o{seconds}", normalize="none", progress=False, plot=True)
+        largest[seconds] = mode.numel
+    assert largest[32] <= 1.05 * largest[8] and largest[32] < 8000 * 32, largest
+
+
+def _reference_smooth_gain(gain: torch.Tensor, bins: int, frames: int) -> torch.Tensor:
+    """The spectral gate's smoothing as it was: two one-channel conv2d passes."""
+    g = gain.unsqueeze(1)
+    for axis, half in ((0, bins), (1, frames)):
+        if half < 1:
+            continue
+        tri = torch.cat([torch.arange(1, half + 2), torch.arange(half, 0, -1)]).to(gain)
+        tri = tri / tri.sum()
+        shape = (1, 1, 2 * half + 1, 1) if axis == 0 else (1, 1, 1, 2 * half + 1)
+        padding = (0, 0, half, half) if axis == 0 else (half, half, 0, 0)
+        g = torch.nn.functional.conv2d(torch.nn.functional.pad(g, padding, mode="replicate"), tri.view(shape))
+    return g.squeeze(1)
+
+
+def _reference_percentile(values: torch.Tensor, valid: torch.Tensor, q: float) -> torch.Tensor:
+    """The spectral gate's masked percentile as it was: a full sort."""
+    ordered = values.masked_fill(~valid, float("inf")).sort(dim=-1).values
+    count = valid.sum(dim=-1).to(values.dtype)
+    position = (count - 1).clamp_min(0) * q
+    low = position.floor().long()
+    high = torch.minimum((low + 1).clamp(max=values.shape[-1] - 1), (count - 1).clamp_min(0).long())
+    frac = (position - low.to(values.dtype)).unsqueeze(-1)
+    lower = ordered.gather(-1, low.unsqueeze(-1).expand(-1, values.shape[1], 1))
+    upper = ordered.gather(-1, high.unsqueeze(-1).expand(-1, values.shape[1], 1))
+    result = (lower + frac * (upper - lower)).squeeze(-1)
+    return torch.where(count > 0, result, torch.zeros_like(result))
+
+
+def _reference_update_leakage(leakage, psd, power, beta, min_leakage):
+    """KAMIR's leakage step as it was (Itakura-Saito only), out of place."""
+    model = torch.matmul(leakage, psd).clamp_(min=1e-12)
+    transposed = psd.transpose(-1, -2)
+    inverse = model.reciprocal_()
+    numerator = torch.matmul(power * inverse.square(), transposed)
+    denominator = torch.matmul(inverse, transposed).clamp_(min=1e-12)
+    updated = (leakage * numerator / denominator).clamp_(min=min_leakage)
+    return updated.masked_fill_(torch.eye(leakage.shape[-1], dtype=torch.bool), 1.0)
+
+
+def test_fast_paths_keep_the_output(shared_data, tmp_path, monkeypatch) -> None:
+    """Golden test of the speed-ups: the default chain (KAMIR, spectral gate, FxNorm, sum) writes the same
+    tracks, normalized tracks and mix as with the straightforward implementations they replaced (the gate's
+    conv2d smoothing and full sort, one FFT over the whole signal for the EQ, KAMIR's out-of-place
+    update), to float precision."""
+    import importlib
+
+    import musicfx.fxnorm.stream as stream
+    from musicfx.audio.fx import fir_filter
+
+    gate = importlib.import_module("musicfx.baselines.spectral_gate")
+    kamir = importlib.import_module("musicfx.baselines.kamir")
+    _session(shared_data, tmp_path / "session", "linear")
+    restore(tmp_path / "session", tmp_path / "fast", progress=False, plot=False)
+    monkeypatch.setattr(gate, "_smooth_gain", _reference_smooth_gain)
+    monkeypatch.setattr(gate, "_masked_percentile", _reference_percentile)
+    monkeypatch.setattr(stream, "fir", lambda audio, taps: fir_filter(audio, taps, zero_phase=True))
+    monkeypatch.setattr(kamir, "_update_leakage", _reference_update_leakage)
+    restore(tmp_path / "session", tmp_path / "reference", progress=False, plot=False)
+    files = sorted(p.relative_to(tmp_path / "reference") for p in (tmp_path / "reference").rglob("*.wav"))
+    assert len(files) == 2 * len(NAMES) + 1
+    for name in files:
+        fast, reference = sf.read(tmp_path / "fast" / name)[0], sf.read(tmp_path / "reference" / name)[0]
+        assert np.abs(reference).max() > 1e-3
+        np.testing.assert_allclose(fast, reference, atol=1e-5 * np.abs(reference).max(), err_msg=str(name))
+
+
 @pytest.mark.slow
 def test_benchmark_quick_run(shared_data, tmp_path) -> None:
     import sys
@@ -321,7 +526,9 @@ def test_benchmark_quick_run(shared_data, tmp_path) -> None:
     import bench_restore
 
     result = bench_restore.main(["--quick", "--shared-data", str(shared_data), "--json", str(tmp_path / "r.json")])
-    assert result["speed"]["tracks"] == 8 and result["speed"]["total_per_minute"] > 0
+    lengths = result["speed"]["lengths"]
+    assert result["speed"]["tracks"] == 8 and list(lengths) == ["10", "40"]
+    assert all(run["this"]["wall_per_minute"] > 0 and run["this"]["peak_rss_mb"] > 100 for run in lengths.values())
     for rows in result["quality"].values():
         assert rows["chain"]["leakage"] < rows["input"]["leakage"]
-    assert json.loads((tmp_path / "r.json").read_text())["choir"]["tracks"] == 15
+    assert json.loads((tmp_path / "r.json").read_text())["choir"]["all 15"]["tracks"] == 15

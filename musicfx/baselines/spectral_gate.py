@@ -115,13 +115,16 @@ def _masked_percentile(values: Tensor, valid: Tensor, q: float) -> Tensor:
     Returns:
         ``(rows, bins)``; 0 where a row has no valid frame.
     """
-    # torch.quantile refuses inputs above 2^24 elements and has no mask; sorting is exact and unbounded.
-    ordered = values.masked_fill(~valid, float("inf")).sort(dim=-1).values
+    # torch.quantile refuses inputs above 2^24 elements and has no mask. Only the smallest ``high + 1`` values
+    # are needed (a low percentile: a few % of the frames), and a partial top-k is exact and several times
+    # faster than sorting every frame.
+    filled = values.masked_fill(~valid, float("inf"))
     count = valid.sum(dim=-1).to(values.dtype)  # (rows, 1)
     position = (count - 1).clamp_min(0) * q
     low = position.floor().long()
     high = (low + 1).clamp(max=values.shape[-1] - 1)
     high = torch.minimum(high, (count - 1).clamp_min(0).long())
+    ordered = filled.topk(int(high.max()) + 1, dim=-1, largest=False, sorted=True).values
     frac = (position - low.to(values.dtype)).unsqueeze(-1)
     index = low.unsqueeze(-1).expand(-1, values.shape[1], 1)
     lower = ordered.gather(-1, index)
@@ -241,18 +244,24 @@ def _decision_directed_gain(power: Tensor, noise_psd: Tensor, alpha: float, min_
 
 
 def _smooth_gain(gain: Tensor, bins: int, frames: int) -> Tensor:
-    """Separable triangular smoothing over ``2 * bins + 1`` bins and ``2 * frames + 1`` frames."""
-    rows, n_bins, n_frames = gain.shape
-    g = gain.unsqueeze(1)
-    for axis, half in ((0, bins), (1, frames)):
+    """Separable triangular smoothing over ``2 * bins + 1`` bins and ``2 * frames + 1`` frames (edges replicated).
+
+    The kernels are a few taps wide: a weighted sum of shifted views is ~10x faster on a CPU than
+    ``conv2d`` with a one-channel kernel.
+    """
+    out = gain
+    for dim, half in ((-2, bins), (-1, frames)):
         if half < 1:
             continue
         tri = torch.cat([torch.arange(1, half + 2), torch.arange(half, 0, -1)]).to(gain)
         tri = tri / tri.sum()
-        shape = (1, 1, 2 * half + 1, 1) if axis == 0 else (1, 1, 1, 2 * half + 1)
-        padding = (0, 0, half, half) if axis == 0 else (half, half, 0, 0)
-        g = F.conv2d(F.pad(g, padding, mode="replicate"), tri.view(shape))
-    return g.squeeze(1)
+        size = out.shape[dim]
+        padded = out.index_select(dim, torch.arange(-half, size + half, device=gain.device).clamp(0, size - 1))
+        smoothed = padded.narrow(dim, 0, size) * tri[0]
+        for k in range(1, 2 * half + 1):
+            smoothed = smoothed + padded.narrow(dim, k, size) * tri[k]
+        out = smoothed
+    return out
 
 
 def spectral_gate(
