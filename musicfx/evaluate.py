@@ -11,7 +11,8 @@ median over windows, then median and mean over tracks; uSDR is the Music Demixin
 SDR, mean over tracks. ``full=True`` also computes museval's SIR / ISR / SAR (its v4 decomposition, equal to
 ``museval.evaluate`` to 1e-12 dB, in two passes over the blocks: :mod:`musicfx.metrics.bss_eval`) and writes
 one JSON per track in museval's own layout, which the sigsep tools (``museval.EvalStore``,
-sigsep-mus-board) read. Every track is read in blocks, so memory does not grow with the song.
+sigsep-mus-board) read. Every track is read in blocks (wav files and ``.stem.mp4`` streams alike), so
+memory does not grow with the song.
 Caveat: with the numpy / scipy installed here, museval's SIR / ISR / SAR do not reproduce the scores it
 stored for its own test track (off by several dB); the SDR (ours, in the JSON too) does, to 1e-5 dB.
 
@@ -180,13 +181,21 @@ def _load_track(track: _Track, targets: Sequence[str]) -> Tuple[Dict[str, torch.
 class _TrackAudio:
     """A track's targets read in consecutive blocks, so that scoring holds a block, not the song.
 
-    Folders of ``<target>.wav`` files are read block by block; a ``.stem.mp4`` decodes whole (through
-    ffmpeg), as MUSDB18's 7-minute songs allow. ``accompaniment`` is derived from drums + bass + other
-    when the track has no file for it.
+    Folders of ``<target>.wav`` files are read block by block with soundfile, a ``.stem.mp4`` by ffmpeg
+    (:func:`~musicfx.audio.io.read_stem_blocks`, one stream per target). ``accompaniment`` is derived from
+    drums + bass + other when the track has no file for it.
+
+    Attributes:
+        rate: the track's sample rate.
+        channels: ``{target: channels}``.
+        lengths: frames of every file read (targets, and the parts of a derived accompaniment); for a
+            ``.stem.mp4`` the header's duration, which AAC decoding may exceed by a few hundred frames.
+        exact: whether ``lengths`` are exact (wav files) or the header's estimate (a ``.stem.mp4``, whose
+            blocks simply end where its decoding ends).
     """
 
     def __init__(self, track: _Track, targets: Sequence[str]) -> None:
-        from musicfx.audio.io import audio_info
+        from musicfx.audio.io import audio_info, stem_streams
 
         self.track = track
         self.targets = tuple(targets)
@@ -196,14 +205,24 @@ class _TrackAudio:
             needed.discard(ACCOMPANIMENT)
             needed.update(_ACCOMPANIMENT_PARTS)
         self.needed = tuple(sorted(needed))
-        self.audio: Optional[Dict[str, torch.Tensor]] = None
+        self.exact = not track.is_stem_file
+        channels: Dict[str, int] = {}
+        lengths: Dict[str, int] = {}
         if track.is_stem_file:
-            self.audio, self.rate = _load_track(track, self.needed)
-            channels = {name: int(audio.shape[0]) for name, audio in self.audio.items()}
-            lengths = {name: int(audio.shape[-1]) for name, audio in self.audio.items()}
+            streams = stem_streams(track.path)
+            if streams != len(MUSDB_STREAMS):
+                raise AudioError(
+                    f"{track.path}: expected {len(MUSDB_STREAMS)} streams ({', '.join(MUSDB_STREAMS)}), got {streams}"
+                )
+            for name in self.needed:
+                if name not in MUSDB_STREAMS:
+                    raise DataError(f"{track.path}: no stream for target '{name}'")
+            info = audio_info(track.path)  # stream 0; MUSDB18's streams share one rate, channels and length
+            self.rate = info.sample_rate
+            channels = {name: info.channels for name in self.needed}
+            lengths = {name: info.frames for name in self.needed}
         else:
             self.rate = 0
-            channels, lengths = {}, {}
             for name in self.needed:
                 if name not in track.files:
                     raise DataError(f"{track.path}: no file for target '{name}'")
@@ -218,15 +237,16 @@ class _TrackAudio:
             channels[ACCOMPANIMENT] = channels[_ACCOMPANIMENT_PARTS[0]]
             lengths[ACCOMPANIMENT] = min(lengths[part] for part in _ACCOMPANIMENT_PARTS)
         self.channels = {t: channels[t] for t in self.targets}
-        #: Frames of every file read (targets, and the parts of a derived accompaniment).
         self.lengths = lengths
 
     def blocks(self, block_frames: int) -> Iterator[Dict[str, torch.Tensor]]:
         """``{target: (channels, time)}`` blocks of ``block_frames`` (the last ones may be shorter)."""
-        if self.audio is not None:
-            audio, self.audio = self.audio, None  # the iterator holds the only reference
-            for begin in range(0, max(a.shape[-1] for a in audio.values()), block_frames):
-                yield self._with_accompaniment({n: a[:, begin : begin + block_frames] for n, a in audio.items()})
+        if self.track.is_stem_file:
+            from musicfx.audio.io import read_stem_blocks
+
+            streams = [MUSDB_STREAMS.index(name) for name in self.needed]
+            for block in read_stem_blocks(self.track.path, block_frames, streams):
+                yield self._with_accompaniment(dict(zip(self.needed, block)))
             return
         import soundfile as sf
 
@@ -397,6 +417,7 @@ class _Evaluator:
         reference_channels: Dict[str, int],
         estimate_channels: Dict[str, int],
         lengths: Sequence[int],
+        estimated: Sequence[int] = (),
     ) -> "_TrackScorer":
         """Begin scoring one track fed block by block (:meth:`_TrackScorer.push`, then ``finish``).
 
@@ -405,7 +426,10 @@ class _Evaluator:
             sample_rate: of every file of the track.
             where: the track's path, for messages.
             reference_channels, estimate_channels: channels per target.
-            lengths: frames of every reference and estimate; the first ``min(lengths)`` are scored.
+            lengths: frames of every reference and estimate whose length is known exactly; the first
+                ``min(lengths)`` are scored (and no more than the blocks hold).
+            estimated: lengths known from a header only (a ``.stem.mp4``): they count for the length-mismatch
+                warning, and scoring ends where their blocks end.
         """
         for target in self.targets:
             if reference_channels[target] != estimate_channels[target]:
@@ -413,14 +437,15 @@ class _Evaluator:
                     f"{where}: the '{target}' estimate has {estimate_channels[target]} channels, "
                     f"the reference {reference_channels[target]}"
                 )
-        frames = min(lengths)
-        if max(lengths) - frames > sample_rate:
+        every = list(lengths) + list(estimated)
+        if max(every) - min(every) > sample_rate:
             warnings.warn(
-                f"{where}: estimates and references differ in length by {(max(lengths) - frames) / sample_rate:.1f} s;"
-                f" scoring the first {frames / sample_rate:.1f} s",
+                f"{where}: estimates and references differ in length by {(max(every) - min(every)) / sample_rate:.1f}"
+                f" s; scoring the first {min(every) / sample_rate:.1f} s",
                 UserWarning,
                 stacklevel=2,
             )
+        frames = min(lengths) if lengths else None
         return _TrackScorer(self, name, subset, sample_rate, frames, reference_channels[self.targets[0]])
 
     def _finish_track(
@@ -514,15 +539,15 @@ class _TrackScorer:
     same blocks (:class:`~musicfx.metrics.bss_eval.StreamingBSSEval`; :meth:`finish` reads them again).
     """
 
-    def __init__(self, evaluator: _Evaluator, name: str, subset: Optional[str], sample_rate: int, frames: int,
-                 channels: int) -> None:
+    def __init__(self, evaluator: _Evaluator, name: str, subset: Optional[str], sample_rate: int,
+                 frames: Optional[int], channels: int) -> None:
         from musicfx.metrics.streaming import StreamingMusevalSDR, StreamingUSDR
 
         self.evaluator = evaluator
         self.name = name
         self.subset = subset
         self.sample_rate = int(sample_rate)
-        self.frames = int(frames)
+        self.frames = None if frames is None else int(frames)  # None: until the blocks end
         self.seen = 0
         targets = evaluator.targets
         self.groups = [
@@ -543,7 +568,7 @@ class _TrackScorer:
         """``(references, estimates)`` of a block as ``(targets, channels, count)`` float32, cut to the scored
         length (``done`` samples already seen); ``None`` past it."""
         targets = self.evaluator.targets
-        count = min([self.frames - done] + [x.shape[-1] for x in references.values()]
+        count = min(([] if self.frames is None else [self.frames - done]) + [x.shape[-1] for x in references.values()]
                     + [x.shape[-1] for x in estimates.values()])
         if count <= 0:
             return None
@@ -665,17 +690,19 @@ def _choose_targets(
 def _score_track(evaluator: "_Evaluator", name: str, reference: _Track, estimate: _Track) -> None:
     """Read one track's references and estimates (``evaluator.targets``) and score them.
 
-    Both sides are read in lockstep, one block of every target at a time, so memory does not grow with the
-    song (a ``.stem.mp4`` decodes whole, see :class:`_TrackAudio`).
+    Both sides are read in lockstep, one block of every target at a time (wav files and ``.stem.mp4``
+    streams alike, see :class:`_TrackAudio`), so memory does not grow with the song.
     """
     ref_audio, est_audio = _TrackAudio(reference, evaluator.targets), _TrackAudio(estimate, evaluator.targets)
     if ref_audio.rate != est_audio.rate:
         raise AudioError(
             f"{estimate.path}: estimates at {est_audio.rate} Hz, references ({reference.path}) at {ref_audio.rate} Hz"
         )
+    exact = [n for audio in (ref_audio, est_audio) if audio.exact for n in audio.lengths.values()]
+    estimated = [n for audio in (ref_audio, est_audio) if not audio.exact for n in audio.lengths.values()]
     scorer = evaluator.start(
         name, estimate.subset or reference.subset, ref_audio.rate, str(estimate.path), ref_audio.channels,
-        est_audio.channels, list(ref_audio.lengths.values()) + list(est_audio.lengths.values()),
+        est_audio.channels, exact, estimated,
     )
     block = _BLOCK_SECONDS * ref_audio.rate
     for references_block, estimates_block in zip(ref_audio.blocks(block), est_audio.blocks(block)):

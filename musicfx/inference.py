@@ -455,28 +455,27 @@ class _StreamResampler:
 
 
 class _Input:
-    """One input file read in blocks of ``(channels, n)`` at its own rate; decoded whole for stem files."""
+    """One input file read in blocks of ``(channels, n)`` at its own rate (a stem file: its stream 0, the
+    mixture, decoded by ffmpeg as it is read)."""
 
     def __init__(self, path: Path) -> None:
-        from musicfx.audio.io import audio_info, is_stem_file, read_stems
+        from musicfx.audio.io import audio_info, is_stem_file, read_stem_blocks
 
         self.path = path
-        self._audio: Optional[torch.Tensor] = None
-        if is_stem_file(path):
-            # Stems decode whole through ffmpeg (and the header's length is off by the AAC padding); only
-            # stream 0, the mixture, is decoded.
-            streams, self.rate, _ = read_stems(path, streams=[0])
-            self._audio = streams[0]
-            self.channels, self.frames = self._audio.shape
-        else:
-            info = audio_info(path)
-            self.rate, self.frames, self.channels = info.sample_rate, info.frames, info.channels
+        self.stem_file = is_stem_file(path)
+        info = audio_info(path)
+        self.rate, self.frames, self.channels = info.sample_rate, info.frames, info.channels
+        if self.stem_file:
+            # The header's length is off by the AAC padding: count the decoded frames of stream 0 ahead
+            # (one extra decode, in constant memory), so outputs are exactly as long as the mixture decodes.
+            self.frames = sum(block.shape[-1] for block in read_stem_blocks(path, 1 << 20, [0]))
 
     def blocks(self, block_frames: int) -> Iterator[torch.Tensor]:
-        if self._audio is not None:
-            audio, self._audio = self._audio, None  # the iterator holds the only reference
-            for start in range(0, audio.shape[-1], block_frames):
-                yield audio[:, start : start + block_frames]
+        if self.stem_file:
+            from musicfx.audio.io import read_stem_blocks
+
+            for block in read_stem_blocks(self.path, block_frames, [0]):
+                yield block[0]
             return
         yield from _read_blocks(self.path, block_frames)
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, Optional, Sequence, Tuple, Union
 
 import julius
 import numpy as np
@@ -247,20 +248,144 @@ def _require_stempeg():
 
 def _stem_info(path: Path) -> Tuple[int, int, int, int]:
     """(sample_rate, channels, frames, streams) of a stem file."""
+    info = _probe_stems(path)
+    rate = int(info.sample_rate(0))
+    return rate, int(info.channels(0)), int(round(info.duration(0) * rate)), int(info.nb_audio_streams)
+
+
+def stem_streams(path: PathLike) -> int:
+    """How many audio streams a stem file holds (MUSDB18: 5), read from its header."""
+    path = Path(path)
+    _check_exists(path)
+    return int(_probe_stems(path).nb_audio_streams)
+
+
+def _probe_stems(path: Path) -> Any:
+    """ffprobe's description of a stem file (a ``stempeg.Info``)."""
     _require_ffmpeg(path)
     stempeg = _require_stempeg()
     try:
-        info = stempeg.Info(str(path))
+        return stempeg.Info(str(path))
     except Exception as error:
-        raise AudioError(f"{path}: cannot read stem file ({_short(error)})") from None
+        # ffprobe's own last line ("moov atom not found") says more than the wrapper's "see stderr".
+        stderr = getattr(error, "stderr", None)
+        lines = stderr.decode(errors="replace").strip().splitlines() if isinstance(stderr, bytes) else []
+        reason = lines[-1].replace(f"{path}: ", "") if lines else _short(error)
+        raise AudioError(f"{path}: cannot read stem file ({reason})") from None
+
+
+#: A stem stream may decode this many frames short of its header's duration (AAC frames are 1024 samples,
+#: and encoders round differently); more means the file was cut short.
+_STEM_LENGTH_SLACK = 4096
+
+
+def read_stem_blocks(
+    path: PathLike, block_frames: int, streams: Optional[Sequence[int]] = None
+) -> Iterator[torch.Tensor]:
+    """Decode a multitrack ``.stem.mp4`` in consecutive blocks, in memory that does not grow with its length.
+
+    One ffmpeg process per stream (the command stempeg runs, so the samples are stempeg's) writes float32
+    PCM to a pipe, and the pipes are read one block at a time in lockstep. Streams that decode to different
+    lengths are cut to the shortest, as stempeg does.
+
+    Args:
+        path: the stem file.
+        block_frames: frames per block; the last block may be shorter.
+        streams: audio stream indices to decode (MUSDB18: 0 the mixture, 1-4 drums, bass, other, vocals);
+            default: every audio stream.
+
+    Yields:
+        float32 blocks shaped ``(len(streams), channels, time)`` at the file's sample rate (that of stream 0).
+
+    Raises:
+        MissingDependencyError: ffmpeg / ffprobe or stempeg (the probe) is missing.
+        AudioError: an unreadable, corrupt or truncated file (decoding ends well before the duration its
+            header announces), a stream index it does not have, streams of different channel counts, NaN.
+    """
+    path = Path(path)
+    _check_exists(path)
+    return _decode_stems(path, _probe_stems(path), block_frames, streams)
+
+
+def _decode_stems(path: Path, info: Any, block_frames: int, streams: Optional[Sequence[int]]) -> Iterator[torch.Tensor]:
+    """:func:`read_stem_blocks` once the file is probed (``info``: a ``stempeg.Info``)."""
+    if block_frames < 1:
+        raise ValueError(f"block_frames must be positive, got {block_frames}")
+    count = int(info.nb_audio_streams)
+    if count == 0:
+        raise AudioError(f"{path}: stem file holds no audio stream")
+    streams = list(range(count)) if streams is None else [int(index) for index in streams]
+    for index in streams:
+        if not 0 <= index < count:
+            raise AudioError(f"{path}: has {count} audio streams, no stream {index}")
+    channel_counts = {int(info.channels(index)) for index in streams}
+    if len(channel_counts) != 1:
+        raise AudioError(f"{path}: its streams have different channel counts ({sorted(channel_counts)})")
+    channels = channel_counts.pop()
     rate = int(info.sample_rate(0))
-    return rate, int(info.channels(0)), int(round(info.duration(0) * rate)), int(info.nb_audio_streams)
+    try:
+        announced: Optional[int] = min(int(round(float(info.duration(index)) * rate)) for index in streams)
+    except (KeyError, TypeError, ValueError):  # no duration in the header: nothing to check the length against
+        announced = None
+    frame_bytes = 4 * channels
+    with contextlib.ExitStack() as stack:
+        decoders = []
+        for index in streams:
+            errors = stack.enter_context(tempfile.TemporaryFile())  # a file, so a chatty ffmpeg never blocks
+            command = ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(path), "-map", f"0:a:{index}",
+                       "-f", "f32le", "-ar", str(rate), "pipe:1"]
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors)
+            stack.callback(_stop, process)  # also when the consumer stops reading early
+            decoders.append((process, errors))
+        decoded = 0
+        ended = [False] * len(decoders)
+        while not any(ended):
+            pieces = []
+            for number, (process, _) in enumerate(decoders):
+                data = process.stdout.read(block_frames * frame_bytes)
+                ended[number] = len(data) < block_frames * frame_bytes
+                usable = len(data) - len(data) % frame_bytes
+                pieces.append(np.frombuffer(data, dtype="<f4", count=usable // 4).reshape(-1, channels))
+            frames = min(piece.shape[0] for piece in pieces)
+            if frames:
+                block = torch.from_numpy(np.stack([piece[:frames].T for piece in pieces]))
+                ensure_finite(block, str(path))
+                decoded += frames
+                yield block
+        for (process, errors), done in zip(decoders, ended):
+            if done and process.wait() != 0:  # the others are cut off (longer streams, as stempeg cuts them)
+                errors.seek(0)
+                text = errors.read().decode(errors="replace").strip().splitlines()
+                raise AudioError(f"{path}: cannot decode stem file ({text[-1] if text else 'ffmpeg failed'})")
+    if decoded == 0:
+        raise AudioError(f"{path}: stem file holds no audio")
+    if announced is not None and decoded < announced - _STEM_LENGTH_SLACK:
+        raise AudioError(
+            f"{path}: decoded {decoded / rate:.2f} s of the {announced / rate:.2f} s its header announces "
+            "(a truncated or corrupt file?)"
+        )
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """End an ffmpeg decoder that is no longer read (a consumer that stopped early) and reap it."""
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
 
 
 def read_stems(
     path: PathLike, sample_rate: Optional[int] = None, streams: Optional[Sequence[int]] = None
 ) -> Tuple[torch.Tensor, int, Tuple[str, ...]]:
-    """Decode a multitrack ``.stem.mp4`` (native instruments stems, as MUSDB18 ships).
+    """Decode a multitrack ``.stem.mp4`` (native instruments stems, as MUSDB18 ships) whole.
+
+    The samples are those of :func:`read_stem_blocks` (which streams the file instead), concatenated.
+
+    Args:
+        path: the stem file.
+        sample_rate: resample to this rate when given and different from the file's.
+        streams: audio stream indices to decode (default: all).
 
     Returns:
         ``(stems, sample_rate, names)``: ``stems`` float32 ``(streams, channels, time)``; MUSDB18's
@@ -268,18 +393,11 @@ def read_stems(
     """
     path = Path(path)
     _check_exists(path)
-    _require_ffmpeg(path)
-    stempeg = _require_stempeg()
-    try:
-        data, rate = stempeg.read_stems(str(path), stem_id=list(streams) if streams else None, dtype=np.float32)
-    except Exception as error:
-        raise AudioError(f"{path}: cannot decode stem file ({_short(error)})") from None
-    data = np.asarray(data, dtype=np.float32)
-    if data.ndim == 2:  # one stream: (time, channels)
-        data = data[None]
-    stems = torch.from_numpy(np.ascontiguousarray(data.transpose(0, 2, 1)))
-    ensure_finite(stems, str(path))
-    rate = int(rate)
+    info = _probe_stems(path)
+    blocks = list(_decode_stems(path, info, 1 << 20, streams))
+    stems = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-1)
+    del blocks
+    rate = int(info.sample_rate(0))
     if sample_rate is not None and sample_rate != rate:
         stems = resample(stems, rate, sample_rate)
         rate = sample_rate
