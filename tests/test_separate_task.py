@@ -241,6 +241,7 @@ def test_sources_must_equal_the_data_targets() -> None:
         _trainer(fast_dev_run=1).fit(task, datamodule=tiny_data())
     message = str(error.value)
     assert "['vocals', 'drums', 'bass', 'other']" in message and "['vocals', 'accompaniment']" in message
+    assert "leave data.init_args.targets out" not in message  # separation data does not follow the model's names
 
 
 # ------------------------------------------------------------------------------------------------ separate()

@@ -189,10 +189,12 @@ class Task(pl.LightningModule):
         if self.data_names is not None:
             ours, theirs = getattr(self, self.data_names[0]), getattr(data, self.data_names[1], None)
             if theirs is not None and tuple(theirs) != tuple(ours):
+                # Leaving the data's names out helps only where the data follows the model's names.
+                follows = getattr(data, "model_names", None) is not None
                 raise ConfigError(
                     f"the model's {self.data_names[0]} are {list(ours)} but data.init_args.{self.data_names[1]} is "
-                    f"{list(theirs)}; set both to the same names in the same order, or leave "
-                    f"data.init_args.{self.data_names[1]} out"
+                    f"{list(theirs)}; set both to the same names in the same order"
+                    + (f", or leave data.init_args.{self.data_names[1]} out" if follows else "")
                 )
 
     def _evaluate(self, batch: Any, batch_idx: int, stage: str) -> None:

@@ -75,6 +75,7 @@ class SeparationTask(Task):
     """
 
     predict_key = "mix"
+    data_names = ("sources", "targets")
 
     def __init__(
         self,
@@ -133,16 +134,6 @@ class SeparationTask(Task):
             self.automatic_optimization = False
 
     # ------------------------------------------------------------------------------------------ setup
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        data = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        targets = getattr(data, "targets", None)
-        if targets is not None and tuple(targets) != self.sources:
-            raise ConfigError(
-                f"model.init_args.sources is {list(self.sources)} but the data's targets are {list(targets)}; "
-                "set both to the same names in the same order"
-            )
-
     def on_fit_start(self) -> None:
         if self.input_statistics and self._input_statistics is None:
             self._statistics_pass()
