@@ -2,8 +2,12 @@
 skip with a reason when that folder is absent."""
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
+from typing import Callable
 
 import pytest
 import torch
@@ -17,6 +21,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real recordings not found at {SHARED_DATA} (set MUSICFX_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def import_benchmark() -> Callable[[str], ModuleType]:
+    """``import_benchmark("bench_debleed")``: a script of ``benchmarks/``, imported the way it imports its
+    ``common`` helpers when run as a script (its folder on ``sys.path``)."""
+    folder = str(REPO / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module
 
 
 @pytest.fixture(autouse=True)

@@ -173,14 +173,11 @@ def test_mix_runs_a_whole_song_at_another_rate() -> None:
 
 # --------------------------------------------------------------------------------------------- benchmark
 @pytest.mark.slow
-def test_benchmark_smoke(shared_data, tmp_path, capsys) -> None:
+def test_benchmark_smoke(shared_data, tmp_path, capsys, import_benchmark) -> None:
     """benchmarks/bench_automix.py --quick: every part runs and reports numbers that make sense."""
     import json
-    import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import bench_automix
+    bench_automix = import_benchmark("bench_automix")
 
     out = tmp_path / "automix.json"
     code = bench_automix.main(["--quick", "--quiet", "--devices", "cpu", "--shared", str(shared_data),

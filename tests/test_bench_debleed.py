@@ -1,9 +1,6 @@
 """benchmarks/bench_debleed.py's comparison tools: steps per model, the resumable training, the oracle row."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -11,14 +8,8 @@ from musicfx.errors import MusicfxError
 
 
 @pytest.fixture(scope="module")
-def bench():
-    """The script, imported the way it imports its ``common`` helpers."""
-    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    import bench_debleed
-
-    return bench_debleed
+def bench(import_benchmark):
+    return import_benchmark("bench_debleed")
 
 
 def test_model_steps_per_architecture_and_per_model(bench) -> None:

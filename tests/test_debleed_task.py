@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import warnings
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Dict, List
 
@@ -222,14 +220,8 @@ def test_debleed_needs_the_model_track_count() -> None:
 
 # -------------------------------------------------------------------------------------------- benchmark
 @pytest.fixture(scope="module")
-def bench():
-    """benchmarks/bench_debleed.py, imported the way the script imports its ``common`` helpers."""
-    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    import bench_debleed
-
-    return bench_debleed
+def bench(import_benchmark):
+    return import_benchmark("bench_debleed")
 
 
 def test_bench_test_set_is_fixed_real_audio(bench, shared_data) -> None:

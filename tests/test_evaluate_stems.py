@@ -149,11 +149,8 @@ def test_engine_streams_a_stem_mp4_mixture(stem_song: Path, tmp_path: Path, monk
         np.testing.assert_array_equal(ours_audio, theirs_audio)
 
 
-def test_memory_benchmark_builds_a_musdb_style_song(shared_data: Path, tmp_path: Path) -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import bench_evaluate_memory as bench
+def test_memory_benchmark_builds_a_musdb_style_song(shared_data: Path, tmp_path: Path, import_benchmark) -> None:
+    bench = import_benchmark("bench_evaluate_memory")
 
     root = bench.write_stem_song(tmp_path, 0.05, shared_data, block_seconds=1)
     stems, rate, names = read_stems(root / "references" / "song.stem.mp4")

@@ -519,11 +519,8 @@ def test_fast_paths_keep_the_output(shared_data, tmp_path, monkeypatch) -> None:
 
 
 @pytest.mark.slow
-def test_benchmark_quick_run(shared_data, tmp_path) -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import bench_restore
+def test_benchmark_quick_run(shared_data, tmp_path, import_benchmark) -> None:
+    bench_restore = import_benchmark("bench_restore")
 
     result = bench_restore.main(["--quick", "--shared-data", str(shared_data), "--json", str(tmp_path / "r.json")])
     lengths = result["speed"]["lengths"]
