@@ -275,3 +275,26 @@ def test_fft_convolve_matches_numpy_full_and_same():
     assert np.abs(fft_convolve(x, kernel, mode="same").numpy() - expected[..., :1000]).max() < 1e-10
     with pytest.raises(ValueError):
         fft_convolve(x, kernel, mode="valid")
+
+
+def test_fft_convolve_of_a_long_signal_goes_by_blocks_and_matches_one_fft(monkeypatch):
+    """A signal >= 8 blocks long is convolved by overlap-add of blocks: same result, broadcasting and
+    gradients as one FFT over the whole signal."""
+    import musicfx.audio.spectral as spectral
+
+    monkeypatch.setattr(spectral, "CONVOLVE_BLOCK_FFT", 256)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 2, 5000, generator=g, dtype=torch.float64, requires_grad=True)
+    kernel = torch.randn(2, 37, generator=g, dtype=torch.float64, requires_grad=True)
+    calls = []
+    block = spectral._block_convolve
+    monkeypatch.setattr(spectral, "_block_convolve", lambda *a: calls.append(1) or block(*a))
+    blocked = spectral.fft_convolve(x, kernel)
+    assert calls
+    monkeypatch.setattr(spectral, "CONVOLVE_BLOCK_FFT", 1 << 20)
+    whole = spectral.fft_convolve(x, kernel)
+    assert len(calls) == 1 and blocked.shape == whole.shape == (3, 2, 5036)
+    assert (blocked - whole).abs().max() < 1e-10
+    grads = torch.autograd.grad(blocked.square().sum(), (x, kernel))
+    expected = torch.autograd.grad(whole.square().sum(), (x, kernel))
+    assert all((a - b).abs().max() < 1e-8 for a, b in zip(grads, expected))

@@ -26,10 +26,9 @@ from typing import Any, Optional, Tuple
 
 import torch
 
-from musicfx.audio.fx import compressor
+from musicfx.audio.fx import compressor, fir_filter
 from musicfx.audio.io import audio_info, read_audio
 from musicfx.audio.loudness import loudness_gain_db
-from musicfx.audio.spectral import next_fast_len
 from musicfx.fxnorm.features import FxNormFeatures, usable
 from musicfx.fxnorm.normalize import (
     COMPRESSOR_PRESETS, NormalizeOptions, compressor_setting, eq_filter, match_panning,
@@ -37,39 +36,6 @@ from musicfx.fxnorm.normalize import (
 
 #: Longest excerpt the normalization choices are made on, seconds, and how many pieces it is taken in.
 EXCERPT_SECONDS, EXCERPT_PIECES = 60.0, 6
-#: FFT size of the blocked EQ filter (:func:`fir`).
-FIR_BLOCK_FFT = 1 << 14
-
-
-def fir(audio: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """Zero-phase FIR filter of a long signal by overlap-add of short FFT blocks.
-
-    The same filter as ``musicfx.audio.fx.fir_filter(audio, taps, zero_phase=True)`` to float precision,
-    but the signal is cut into blocks of ``FIR_BLOCK_FFT - len(taps) + 1`` samples: one FFT over a whole
-    30-60 s segment (millions of points) is ~15x slower on a CPU than many cache-sized ones.
-
-    Args:
-        audio: ``(channels, time)``.
-        taps: ``(n,)`` symmetric (linear-phase) taps; the output is advanced by ``(n - 1) // 2`` samples.
-
-    Returns:
-        ``(channels, time)``, float32 (float64 when either input is).
-    """
-    dtype = torch.float64 if torch.float64 in (audio.dtype, taps.dtype) else torch.float32
-    channels, time = audio.shape
-    n = taps.shape[-1]
-    n_fft = max(FIR_BLOCK_FFT, next_fast_len(2 * n))
-    step = n_fft - n + 1
-    blocks = torch.nn.functional.pad(audio.to(dtype), (0, -time % step)).unfold(-1, step, step)  # (C, B, step)
-    spectrum = torch.fft.rfft(blocks, n=n_fft) * torch.fft.rfft(taps.to(dtype), n=n_fft)
-    filtered = torch.fft.irfft(spectrum, n=n_fft)  # (C, B, n_fft): each block's full convolution
-    count = blocks.shape[1]
-    length = (count - 1) * step + n_fft
-    # Overlap-add of the blocks' tails onto the next blocks, as one fold.
-    summed = torch.nn.functional.fold(filtered.transpose(1, 2), output_size=(1, length), kernel_size=(1, n_fft),
-                                      stride=(1, step)).reshape(channels, length)
-    start = (n - 1) // 2
-    return summed[:, start: start + time]
 
 
 def excerpt(path: Path, sample_rate: Optional[int] = None, seconds: Optional[float] = None,
@@ -125,7 +91,7 @@ class StreamNormalization:
             return audio
         out = audio.float() * self.eq_gain
         if self.taps is not None:
-            out = fir(out, self.taps)
+            out = fir_filter(out, self.taps, zero_phase=True)
         return self._finish(out * self.peak_gain, sample_rate, features, options)
 
     def _finish(self, out: torch.Tensor, sample_rate: int, features: FxNormFeatures,
@@ -157,7 +123,7 @@ def plan(audio: torch.Tensor, stem: str, features: FxNormFeatures,
     eq_gain = 10.0 ** (float(loudness_gain_db(x, rate, config.eq_lufs)) / 20.0)
     levelled = x * eq_gain
     taps = eq_filter(levelled, features.require(stem, "eq"), stem, features, rate, options)
-    out = fir(levelled, taps)
+    out = fir_filter(levelled, taps, zero_phase=True)
     peak_gain = 10.0 ** (config.peak_db / 20.0) / max(float(out.abs().max()), 1e-12)
     out = out * peak_gain
     setting = compressor_setting(out, features.require(stem, "dynamics"), stem, features, rate, options)
